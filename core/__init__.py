@@ -1,0 +1,37 @@
+"""ExpressionLab core: faces, labels, recognizer, generator, training, weights.
+
+Importing `core` loads no model and starts nothing; the names below are imported on first use.
+"""
+
+from core.errors import ExpressionLabError, InputError, WeightsError
+from core.labels import EXPRESSIONS
+
+__all__ = ["EXPRESSIONS", "ExpressionLabError", "InputError", "WeightsError", "Recognizer", "FaceDetector",
+           "load_image", "resolve_device", "get_recognizer"]
+
+_LAZY = {
+    "Recognizer": "core.recognizer",
+    "FaceDetector": "core.faces",
+    "load_image": "core.images",
+    "resolve_device": "core.device",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
+
+_shared: dict = {}
+
+
+def get_recognizer():
+    """The shipped recognizer, loaded once per process on first call."""
+    if "recognizer" not in _shared:
+        from core.recognizer import Recognizer
+
+        _shared["recognizer"] = Recognizer.load()
+    return _shared["recognizer"]

@@ -1,0 +1,100 @@
+"""Benchmarks that print JSON. Timings are wall-clock on this machine, median and p90.
+
+    python -m core.bench live --json    # detect + align + recognize, 640x480 frame, one face
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def sample_face_photo() -> Path:
+    """grace_hopper.jpg, which matplotlib ships: a real face available offline."""
+    import matplotlib
+
+    return Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+
+
+def webcam_frame(width: int = 640, height: int = 480) -> np.ndarray:
+    """A 640x480 RGB frame with one real face, as a webcam would send."""
+    from PIL import Image
+
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    scale = min(width / photo.width, height / photo.height)
+    photo = photo.resize((int(photo.width * scale), int(photo.height * scale)), Image.BILINEAR)
+    canvas = Image.new("RGB", (width, height), (90, 90, 90))
+    canvas.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
+    return np.asarray(canvas).copy()
+
+
+def stats(values_ms: list[float]) -> dict:
+    a = np.asarray(values_ms)
+    return {"median": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+            "mean": round(float(a.mean()), 3), "n": int(a.size)}
+
+
+def bench_live(frames: int = 200, warmup: int = 20) -> dict:
+    import torch
+
+    from core import get_recognizer
+    from core.faces import FaceDetector, align_face
+    from core.images import load_image, to_grey
+
+    recognizer = get_recognizer()
+    detector = FaceDetector(mode="video", max_faces=4)
+    frame = webcam_frame()
+    stages = {"decode_ms": [], "detect_ms": [], "align_ms": [], "recognize_ms": [], "live_frame_ms": []}
+    faces_found = []
+    for i in range(warmup + frames):
+        t0 = time.perf_counter()
+        rgb = load_image(frame)
+        t1 = time.perf_counter()
+        faces = detector.detect(rgb)
+        t2 = time.perf_counter()
+        grey = to_grey(rgb)
+        crops = np.stack([align_face(grey, f, recognizer.config.input_size) for f in faces]) if faces else None
+        t3 = time.perf_counter()
+        if crops is not None:
+            recognizer.predict_crops(crops)
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                stages[key].append(value * 1000)
+            faces_found.append(len(faces))
+    # The same work through the public API (Recognizer.predict with a video detector).
+    api = []
+    for i in range(frames // 2):
+        t0 = time.perf_counter()
+        recognizer.predict(frame, detector=detector)
+        api.append((time.perf_counter() - t0) * 1000)
+    detector.close()
+    return {
+        **{key: stats(values) for key, values in stages.items()},
+        "predict_api_ms": stats(api),
+        "frame": [640, 480],
+        "faces_per_frame": float(np.mean(faces_found)),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.bench")
+    parser.add_argument("what", choices=("live",))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = {"live": lambda: bench_live(args.frames)}[args.what]()
+    sys.stdout.write(json.dumps(result if args.json else result, indent=None if args.json else 2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

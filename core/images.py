@@ -1,0 +1,124 @@
+"""Image decoding: paths, bytes, PIL images and arrays -> RGB uint8 [H, W, 3]. Pure functions.
+
+The pixel limit is checked from the header, before any pixel is decoded, so a decompression bomb
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from core.errors import ImageDecodeError, ImageTooLargeError
+
+MAX_PIXELS = 40_000_000  # 40 megapixels: larger than any phone photo, far below a bomb
+MIN_SIDE = 2
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
+
+
+def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode `source` (path, bytes, PIL image or array) into an RGB uint8 array [H, W, 3].
+
+    EXIF orientation is applied; alpha is composited onto white; 16-bit and float images are
+    rescaled to 8 bits; animated or multi-page files give their first frame.
+    """
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source, max_pixels)
+    if isinstance(source, Image.Image):
+        return pil_to_rgb(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _open_and_convert(io.BytesIO(bytes(source)), "the uploaded bytes", max_pixels)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageDecodeError(f"no image file at {str(path)!r}")
+        with open(path, "rb") as f:
+            return _open_and_convert(f, path.name, max_pixels)
+    raise ImageDecodeError(f"cannot read an image from a {type(source).__name__}; give a path, bytes, PIL image or array")
+
+
+def _open_and_convert(stream, what: str, max_pixels: int) -> np.ndarray:
+    try:
+        with Image.open(stream) as image:
+            _check_size(image.size, max_pixels)
+            return pil_to_rgb(image, max_pixels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        if isinstance(error, (ImageDecodeError, ImageTooLargeError)):
+            raise
+        raise ImageDecodeError(f"{what} is not a readable image ({type(error).__name__}: {error})") from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{what} is too large to decode: {error}") from error
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageDecodeError(f"the image is {width}x{height} pixels: too small to hold a face")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+        )
+
+
+def pil_to_rgb(image: Image.Image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    _check_size(image.size, max_pixels)
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageDecodeError(f"the image could not be decoded ({type(error).__name__}: {error})") from error
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return array_to_rgb(np.asarray(image), max_pixels)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def array_to_rgb(array: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Grey [H,W], [H,W,1], RGB [H,W,3] or RGBA [H,W,4] of any numeric dtype -> RGB uint8."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageDecodeError(f"an image array must be [H,W], [H,W,3] or [H,W,4]; got shape {a.shape}")
+    _check_size((a.shape[1], a.shape[0]), max_pixels)
+    a = to_uint8(a)
+    if a.ndim == 2:
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if a.shape[2] == 4:
+        alpha = a[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = a[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(rgb).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageDecodeError("the image array contains NaN or infinite values")
+        scale = 255.0 if a.size and float(a.max()) <= 1.0 else 1.0
+        return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
+    if a.dtype == np.uint16:
+        return (a // 257).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.dtype in (np.uint16, np.int32, np.uint32, np.int64, np.uint64) and a.size and a.max() > 255:
+            return np.clip(a // 257 if a.max() <= 65535 else a * 255.0 / a.max(), 0, 255).astype(np.uint8)
+        return np.clip(a, 0, 255).astype(np.uint8)
+    raise ImageDecodeError(f"unsupported image array dtype {a.dtype}")
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as PIL's convert("L") and FER2013's grey pixels use."""
+    return np.round(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).astype(np.uint8)

@@ -1,0 +1,54 @@
+"""Every class and label name used by ExpressionLab, defined once.
+
+Indices follow FER+ (Barsoum et al. 2016) vote order; the original FER2013 labels use their
+own order, mapped onto ours below. Nothing else in the code base spells these names.
+"""
+
+from __future__ import annotations
+
+# FER+ order: index i of every probability vector, head and vote column.
+EXPRESSIONS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+)
+
+# The original FER2013 label order (`fer2013_label` in the npz files, `emotion` in the CSV).
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+# FER2013 label -> index into EXPRESSIONS (FER2013 has no contempt).
+FER2013_TO_EXPRESSION: tuple[int, ...] = (4, 5, 6, 1, 3, 2, 0)
+
+# Columns of `ferplus_votes`: the 8 expressions, then two non-expression columns.
+FERPLUS_VOTE_COLUMNS: tuple[str, ...] = EXPRESSIONS + ("unknown", "not_a_face")
+
+# Common words people use for each class (folder names, CSV labels, UI input).
+SYNONYMS: dict[str, str] = {
+    **{name: name for name in EXPRESSIONS},
+    "neutrality": "neutral", "calm": "neutral", "none": "neutral",
+    "happy": "happiness", "joy": "happiness", "smile": "happiness", "smiling": "happiness",
+    "surprised": "surprise", "surprize": "surprise", "shock": "surprise", "shocked": "surprise",
+    "sad": "sadness", "sorrow": "sadness", "unhappy": "sadness",
+    "angry": "anger", "mad": "anger", "rage": "anger",
+    "disgusted": "disgust",
+    "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "contemptuous": "contempt",
+}
+
+
+def expression_index(name: str) -> int:
+    """Index into EXPRESSIONS of a class name or common synonym (case-insensitive)."""
+    from core.errors import UnknownLabelError
+
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in SYNONYMS:
+        raise UnknownLabelError(
+            f"unknown expression {name!r}; expected one of {', '.join(EXPRESSIONS)} "
+            "(or a common synonym such as happy, sad, angry, surprised)"
+        )
+    return EXPRESSIONS.index(SYNONYMS[key])

@@ -1,0 +1,96 @@
+"""Live webcam recognition: per-stream face tracking, temporal smoothing and frame rate.
+
+One LiveSession per stream (per browser tab): it owns a video-mode FaceDetector, whose tracking
+state must not mix frames of different people's cameras.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.labels import EXPRESSIONS
+
+
+@dataclass
+class TrackedFace:
+    track_id: int
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    probs: dict[str, float]  # smoothed over recent frames
+    raw_probs: dict[str, float]  # this frame only
+    label: str
+    aus: dict[str, float] | None = None
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: tuple[float, float, float, float]
+    probs: np.ndarray
+    last_seen: float
+
+
+def iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class LiveSession:
+    """Feed frames in order; get faces with probabilities smoothed per face over time.
+
+    smoothing is the half-life in seconds of the exponential moving average of each face's
+    probabilities (0 disables it); a face keeps its track while its box overlaps the last one.
+    """
+
+    recognizer: object
+    smoothing: float = 0.3
+    max_faces: int = 4
+    _detector: object = None
+    _tracks: list[_Track] = field(default_factory=list)
+    _next_id: int = 0
+    _last_time: float | None = None
+    fps: float = 0.0
+
+    def __post_init__(self):
+        from core.faces import FaceDetector
+
+        self._detector = FaceDetector(mode="video", max_faces=self.max_faces)
+
+    def process(self, frame, now: float | None = None) -> list[TrackedFace]:
+        now = time.perf_counter() if now is None else now
+        if self._last_time is not None:
+            dt = max(1e-3, now - self._last_time)
+            self.fps = 1.0 / dt if self.fps == 0 else 0.8 * self.fps + 0.2 / dt
+        else:
+            dt = None
+        self._last_time = now
+        faces = self.recognizer.predict(frame, detector=self._detector)
+        alpha = 1.0 if not self.smoothing or dt is None else 1.0 - 0.5 ** (dt / self.smoothing)
+        tracks, out = [], []
+        unused = list(self._tracks)
+        for face in faces:
+            raw = np.array([face.probs[name] for name in EXPRESSIONS])
+            match = max(unused, key=lambda t: iou(t.box, face.box), default=None)
+            if match is not None and iou(match.box, face.box) > 0.3:
+                unused.remove(match)
+                probs = (1 - alpha) * match.probs + alpha * raw
+                track = _Track(match.track_id, face.box, probs, now)
+            else:
+                track = _Track(self._next_id, face.box, raw, now)
+                self._next_id += 1
+            tracks.append(track)
+            smoothed = {name: float(p) for name, p in zip(EXPRESSIONS, track.probs / track.probs.sum())}
+            out.append(TrackedFace(track.track_id, face.box, face.landmarks, smoothed, face.probs,
+                                   max(smoothed, key=smoothed.get), face.aus))
+        self._tracks = tracks
+        return out
+
+    def close(self) -> None:
+        self._detector.close()

@@ -1,0 +1,64 @@
+"""Training CLI. The same command runs alone or under torchrun (DistributedDataParallel):
+
+    python -m core.train recognizer --data ../shared/data/fer2013plus --out ../runs/recognizer
+    python -m core.train recognizer --data ... --out ... --resume
+    torchrun --standalone --nproc_per_node 2 -m core.train recognizer --data ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _recognizer(args: argparse.Namespace) -> int:
+    from core.recognizer import RecognizerConfig
+    from core.training import RecognizerTrainConfig, train_recognizer
+
+    model = RecognizerConfig(
+        widths=tuple(args.widths), depths=tuple(args.depths), embed_dim=args.embed_dim, dropout=args.dropout
+    )
+    train = RecognizerTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        class_balance=args.class_balance, fer2013_weight=args.fer2013_weight, augment=args.augment,
+        seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
+    )
+    best = train_recognizer(args.data, args.out, model, train, resume=args.resume, device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        sys.stdout.write(json.dumps({"event": "done", "best": best}) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    if "OMP_NUM_THREADS" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"  # one thread per rank: more oversubscribes small CPUs
+    parser = argparse.ArgumentParser(prog="python -m core.train")
+    sub = parser.add_subparsers(dest="model", required=True)
+    r = sub.add_parser("recognizer", help="train the expression recognizer")
+    r.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
+    r.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, best.safetensors")
+    r.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--epochs", type=int, default=60)
+    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--lr", type=float, default=0.05)
+    r.add_argument("--weight-decay", type=float, default=5e-4)
+    r.add_argument("--class-balance", type=float, default=0.3)
+    r.add_argument("--fer2013-weight", type=float, default=0.5)
+    r.add_argument("--augment", type=float, default=1.0)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    r.add_argument("--max-steps", type=int, default=0, help="stop after N steps (smoke runs, tests)")
+    r.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
+    r.add_argument("--depths", type=int, nargs="+", default=[2, 2, 3, 3])
+    r.add_argument("--embed-dim", type=int, default=256)
+    r.add_argument("--dropout", type=float, default=0.4)
+    r.set_defaults(run=_recognizer)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Shipped weights: one typed registry, sha256-checked safetensors loading, atomic saving.
+
+Nothing here unpickles anything: weights and training checkpoints are safetensors files whose
+metadata (config, version, counters) is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from core.errors import WeightsError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    name: str
+    file: str
+    sha256: str
+    description: str
+
+
+# Update sha256 together with the file (python -m core.weights sha weights/NAME.safetensors).
+REGISTRY: dict[str, WeightsInfo] = {
+    info.name: info
+    for info in (
+        WeightsInfo(
+            name="recognizer",
+            file="recognizer.safetensors",
+            sha256="8ece1cae61d74101b3189f0396a2008555d8430816c1fcff36ebfd713555f2e0",
+            description="FER+ 8-class recognizer (+ FER2013 7-class head), 48x48 grey, EMA weights",
+        ),
+    )
+}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and decoded JSON metadata of a safetensors file (no sha check: see load_weights)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"{str(path)!r} is not a valid safetensors file: {error}") from error
+    metadata = {key: json.loads(value) for key, value in raw_meta.items()}
+    return tensors, metadata
+
+
+def load_weights(name: str, path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load shipped weights by registry name, refusing files whose sha256 does not match.
+
+    `path` loads a user file instead (e.g. a downloaded fine-tune); no sha is known for it.
+    """
+    if path is not None:
+        return read_safetensors(path)
+    if name not in REGISTRY:
+        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}")
+    info = REGISTRY[name]
+    file = WEIGHTS_DIR / info.file
+    if not file.is_file():
+        raise WeightsError(f"shipped weights {str(file)!r} are missing; see weights/README.md")
+    actual = sha256_of(file)
+    if actual != info.sha256:
+        raise WeightsError(
+            f"{file.name} has sha256 {actual}, expected {info.sha256}: the file is corrupt or was "
+            "replaced (a Git LFS pointer?); restore it from the repository"
+        )
+    return read_safetensors(file)
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write atomically (temp file in the same directory, then rename): readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {key: json.dumps(value) for key, value in metadata.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "sha":
+        print(sha256_of(sys.argv[2]))
+    else:
+        print("usage: python -m core.weights sha FILE")

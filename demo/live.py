@@ -1,0 +1,122 @@
+"""Live tab: webcam recognition (streamed) and photo analysis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import gradio as gr
+
+from core import InputError, get_recognizer
+from demo.render import annotate, probability_bars_html
+
+STREAM_EVERY_S = 0.1
+STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
+
+
+class LiveSessions:
+    """One core.live.LiveSession per browser session (its own tracker), freed when the tab closes."""
+
+    def __init__(self):
+        self._sessions: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str):
+        from core.live import LiveSession
+
+        with self._lock:
+            if key not in self._sessions:
+                self._sessions[key] = LiveSession(get_recognizer())
+            return self._sessions[key]
+
+    def close(self, key: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+SESSIONS = LiveSessions()
+
+
+def live_frame(frame, mirror_view: bool, request: gr.Request):
+    """One webcam frame -> (annotated frame, top-face probabilities, status line)."""
+    if frame is None:
+        return None, {}, "Waiting for the camera…"
+    key = getattr(request, "session_hash", None) or "anonymous"
+    session = SESSIONS.get(key)
+    started = time.perf_counter()
+    try:
+        faces = session.process(frame)
+    except InputError as error:
+        return None, {}, f"Frame skipped: {error}"
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    annotated = annotate(frame, faces, mirror=mirror_view)
+    probs = faces[0].probs if faces else {}
+    status = f"{session.fps:.1f} fps · {elapsed_ms:.0f} ms per frame · {len(faces)} face(s)"
+    if not faces:
+        status += " · no face in view"
+    return annotated, probs, status
+
+
+def close_live_session(request: gr.Request) -> None:
+    key = getattr(request, "session_hash", None)
+    if key:
+        SESSIONS.close(key)
+
+
+def analyse_photo(image_path):
+    """An uploaded photo -> (annotated photo, per-face cards, summary)."""
+    if image_path is None:
+        raise gr.Error("Upload a photo first.")
+    from core.images import load_image
+
+    try:
+        rgb = load_image(image_path)
+        faces = get_recognizer().predict(rgb)
+    except InputError as error:
+        raise gr.Error(str(error)) from error
+    summary = f"{len(faces)} face(s) found." if faces else "No face found in this photo."
+    return annotate(rgb, faces), probability_bars_html(faces), summary
+
+
+def build_live_tab() -> None:
+    with gr.Tab("Live", id="live"):
+        with gr.Tab("Webcam", id="webcam"):
+            gr.Markdown("Turn on the camera: every face is boxed and its expression recognised, "
+                        "smoothed over the last few frames. Nothing is stored or sent anywhere.")
+            with gr.Row():
+                with gr.Column():
+                    webcam = gr.Image(
+                        sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="live-webcam",
+                        webcam_options=gr.WebcamOptions(mirror=False),
+                    )
+                    mirror = gr.Checkbox(value=True, label="Mirror view (like a mirror; analysis is unaffected)")
+                with gr.Column():
+                    annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated")
+                    probs = gr.Label(num_top_classes=8, label="Largest face", elem_id="live-probs")
+                    status = gr.Markdown("Waiting for the camera…", elem_id="live-status")
+            webcam.stream(
+                live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status],
+                stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=4,
+                show_progress="hidden", api_visibility="private",
+            )
+        with gr.Tab("Photo", id="photo"):
+            gr.Markdown("Upload a photo: every face is found (largest first) and given a probability chart.")
+            with gr.Row():
+                with gr.Column():
+                    # A File, not an Image: gr.Image decodes uploads itself, before our checks
+                    # (pixel limit, clear messages for non-images) could run.
+                    photo = gr.File(file_types=["image"], type="filepath", label="Photo", elem_id="photo-input")
+                    analyse = gr.Button("Analyse", variant="primary")
+                with gr.Column():
+                    photo_out = gr.Image(label="Faces", type="numpy", elem_id="photo-annotated")
+                    photo_summary = gr.Markdown()
+                    photo_cards = gr.HTML()
+            analyse.click(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
+                          api_name="analyse_photo", concurrency_limit=4)
+            photo.upload(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
+                         api_visibility="private")

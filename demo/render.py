@@ -1,0 +1,78 @@
+"""Drawing results for people: annotated frames and probability bars. Pure functions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+from core.labels import EXPRESSIONS
+
+# One colour per expression (RGB), used for boxes and bars.
+COLOURS = {
+    "neutral": (160, 160, 160), "happiness": (255, 196, 0), "surprise": (0, 190, 255), "sadness": (70, 110, 255),
+    "anger": (235, 50, 50), "disgust": (60, 180, 75), "fear": (170, 90, 230), "contempt": (240, 120, 30),
+}
+
+
+def annotate(rgb: np.ndarray, faces, mirror: bool = False, show_probs: bool = False) -> np.ndarray:
+    """Boxes and top labels drawn on a copy of the frame; mirror flips the picture, not the text."""
+    import cv2
+
+    out = np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb).copy()
+    h, w = out.shape[:2]
+    thickness = max(1, int(round(min(h, w) / 240)))
+    font_scale = max(0.4, min(h, w) / 800)
+    for i, face in enumerate(faces):
+        x0, y0, x1, y1 = face.box
+        if mirror:
+            x0, x1 = w - x1, w - x0
+        colour = COLOURS.get(face.label, (255, 255, 255))
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), colour, thickness + 1)
+        text = f"{face.label} {face.probs[face.label]:.0%}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        ty = int(y0) - 4 if y0 - th - 8 > 0 else int(y1) + th + 4
+        cv2.rectangle(out, (int(x0), ty - th - 4), (int(x0) + tw + 6, ty + base), colour, -1)
+        cv2.putText(out, text, (int(x0) + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
+                    cv2.LINE_AA)
+    return out
+
+
+def _png_data_uri(grey: np.ndarray, size: int = 96) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(grey).resize((size, size), Image.BILINEAR).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def probability_bars_html(faces) -> str:
+    """A card per face: the aligned crop the model saw and a bar per expression."""
+    if not faces:
+        return "<p class='el-empty'>No face found.</p>"
+    cards = []
+    for i, face in enumerate(faces):
+        rows = []
+        for name in EXPRESSIONS:
+            p = face.probs[name]
+            r, g, b = COLOURS[name]
+            weight = "700" if name == face.label else "400"
+            rows.append(
+                f"<div style='display:flex;align-items:center;gap:6px;font-size:13px'>"
+                f"<span style='width:78px;font-weight:{weight}'>{html.escape(name)}</span>"
+                f"<span style='flex:1;background:#8882;height:12px;border-radius:3px'>"
+                f"<span style='display:block;width:{p * 100:.1f}%;height:12px;border-radius:3px;"
+                f"background:rgb({r},{g},{b})'></span></span>"
+                f"<span style='width:44px;text-align:right'>{p:.1%}</span></div>"
+            )
+        crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px'>" \
+            if getattr(face, "crop", None) is not None else ""
+        cards.append(
+            f"<div class='el-face' style='display:flex;gap:12px;padding:8px;border:1px solid #8884;"
+            f"border-radius:8px;margin-bottom:8px'>{crop}<div style='flex:1'>"
+            f"<div style='font-weight:700;margin-bottom:4px'>Face {i + 1}: {html.escape(face.label)}</div>"
+            f"{''.join(rows)}</div></div>"
+        )
+    return "".join(cards)

@@ -1,0 +1,75 @@
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_photo_analysis_through_gradio_client(app_url, grace_hopper, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    annotated, cards, summary = client.predict(handle_file(str(grace_hopper)), api_name="/analyse_photo")
+    assert summary == "1 face(s) found."
+    assert "Face 1:" in cards and "neutral" in cards
+    assert os.path.getsize(annotated) > 1000
+
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 150), (90, 90, 90)).save(blank)
+    _, cards, summary = client.predict(handle_file(str(blank)), api_name="/analyse_photo")
+    assert summary == "No face found in this photo."
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    with pytest.raises(Exception, match="not a readable image"):
+        client.predict(handle_file(str(broken)), api_name="/analyse_photo")
+
+
+def test_live_handler_tracks_smooths_and_mirrors():
+    from core.bench import webcam_frame
+    from demo.live import SESSIONS, close_live_session, live_frame
+
+    request = type("Request", (), {"session_hash": "test-live"})()
+    frame = webcam_frame()
+    for _ in range(3):
+        annotated, probs, status = live_frame(frame, True, request)
+    assert annotated.shape == frame.shape
+    assert not np.array_equal(annotated, frame[:, ::-1])  # a box was drawn
+    assert abs(sum(probs.values()) - 1) < 1e-5 and "1 face(s)" in status and "fps" in status
+    assert len(SESSIONS) >= 1
+    close_live_session(request)
+    _, probs, status = live_frame(np.full((480, 640, 3), 90, np.uint8), False, request)
+    assert probs == {} and "no face" in status
+    close_live_session(request)
+    assert live_frame(None, True, request)[2].startswith("Waiting")
+
+
+def test_app_starts_quickly_on_the_port_the_host_asks_for():
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    env.pop("GRADIO_ANALYTICS_ENABLED", None)  # app.py must turn analytics off by itself
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        while time.monotonic() - started < 30:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        assert elapsed < 15, f"app took {elapsed:.1f} s to answer"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,0 +1,18 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.integration
+def test_live_bench_prints_json_with_every_stage():
+    result = subprocess.run([sys.executable, "-m", "core.bench", "live", "--json", "--frames", "10"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for stage in ("live_frame_ms", "detect_ms", "align_ms", "recognize_ms"):
+        assert report[stage]["median"] > 0 and report[stage]["p90"] >= report[stage]["median"]
+    assert report["faces_per_frame"] == 1.0

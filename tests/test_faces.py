@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.faces import (
+    ALIGN_LANDMARKS, FER_TEMPLATE, NUM_LANDMARKS, DetectedFace, FaceDetector, align_face, alignment_matrix,
+    similarity_transform,
+)
+from core.mtcnn import batched_nms, nms
+
+
+def test_similarity_transform_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (20, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([5.0, -3.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ rot.T + shift
+    m = similarity_transform(src, dst)
+    assert np.allclose(m[:, :2], rot, atol=1e-8) and np.allclose(m[:, 2], shift, atol=1e-6)
+
+
+def test_alignment_puts_landmarks_on_the_template():
+    landmarks = np.zeros((NUM_LANDMARKS, 3), np.float32)
+    landmarks[list(ALIGN_LANDMARKS), :2] = FER_TEMPLATE * 5 + 100  # a face 5x larger, shifted
+    m = alignment_matrix(landmarks, 48)
+    mapped = landmarks[list(ALIGN_LANDMARKS), :2] @ m[:, :2].T + m[:, 2]
+    assert np.allclose(mapped, FER_TEMPLATE, atol=1e-3)
+    grey = np.zeros((400, 400), np.uint8)
+    face = DetectedFace((0, 0, 1, 1), landmarks, 1.0, "test")
+    assert align_face(grey, face, 48).shape == (48, 48)
+    assert align_face(grey, face, 64).shape == (64, 64)
+
+
+def test_nms_suppresses_overlaps_per_category():
+    import torch
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2]
+    assert sorted(batched_nms(boxes, scores, torch.tensor([0, 0, 0, 1]), 0.5).tolist()) == [0, 2, 3]
+
+
+@pytest.mark.integration
+def test_grace_hopper_one_face_with_478_landmarks_in_image_pixels(grace_hopper):
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    faces = FaceDetector("photo").detect(rgb)
+    assert len(faces) == 1
+    face = faces[0]
+    x0, y0, x1, y1 = face.box
+    assert 100 < x0 < x1 < 450 and 50 < y0 < y1 < 400  # her face is left of centre, upper half
+    assert face.landmarks.shape == (478, 3) and face.has_landmarks
+    inside = ((face.landmarks[:, 0] > x0 - 30) & (face.landmarks[:, 0] < x1 + 30)
+              & (face.landmarks[:, 1] > y0 - 60) & (face.landmarks[:, 1] < y1 + 30))
+    assert inside.mean() > 0.95
+
+
+@pytest.mark.integration
+def test_every_face_largest_first_and_none_on_blank(grace_hopper):
+    photo = Image.open(grace_hopper).convert("RGB")
+    small = photo.resize((photo.width // 2, photo.height // 2))
+    canvas = Image.new("RGB", (photo.width + small.width + 40, photo.height), (128, 128, 128))
+    canvas.paste(small, (0, 100))
+    canvas.paste(photo, (small.width + 40, 0))
+    faces = FaceDetector("photo").detect(np.asarray(canvas))
+    assert len(faces) == 2
+    assert faces[0].area > faces[1].area and faces[0].box[0] > small.width  # the big one first
+    assert FaceDetector("photo").detect(np.full((300, 300, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.integration
+def test_mtcnn_fallback_runs_offline(grace_hopper):
+    from core.mtcnn import load_mtcnn
+
+    boxes, probs = load_mtcnn().detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
+    assert len(boxes) == 1 and float(probs[0]) > 0.95
+
+
+@pytest.mark.integration
+def test_mtcnn_used_when_mediapipe_finds_nothing(grace_hopper, monkeypatch):
+    detector = FaceDetector("photo")
+    detector._graphs()
+
+    class NoDetections:
+        def process(self, rgb):
+            return type("R", (), {"detections": None})()
+
+    monkeypatch.setattr(detector, "_detector", NoDetections())
+    faces = detector.detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
+    assert len(faces) == 1 and faces[0].detector == "mtcnn" and faces[0].has_landmarks
+
+
+@pytest.mark.integration
+def test_alignment_reproduces_fer_framing(fer_test):
+    """On FER test crops the fitted alignment is close to identity: our framing is FER's framing."""
+    from core.faces import fer_crop_landmarks
+
+    points = fer_crop_landmarks(fer_test.images[:100])
+    found = np.isfinite(points[:, 0, 0])
+    assert found.mean() > 0.85
+    scales, shifts = [], []
+    for p in points[found]:
+        landmarks = np.concatenate([p, np.zeros((len(p), 1), np.float32)], axis=1)
+        m = alignment_matrix(landmarks, 48)
+        scales.append(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        centre = np.array([24.0, 24.0])
+        shifts.append(np.linalg.norm(m[:, :2] @ centre + m[:, 2] - centre))
+    assert 0.95 < np.median(scales) < 1.05
+    assert np.median(shifts) < 2.5  # pixels of a 48-px crop

@@ -1,0 +1,69 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs
+from core.training import RecognizerTrainConfig, augment_batch, train_recognizer
+from core.weights import read_safetensors
+
+TINY = RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16, dropout=0.0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_augment_keeps_shape_range_and_is_seeded():
+    x = torch.rand(8, 1, 48, 48)
+    a = augment_batch(x, torch.Generator().manual_seed(1))
+    b = augment_batch(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, augment_batch(x, torch.Generator().manual_seed(2)))
+
+
+def test_tiny_training_learns_and_resumes(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    tc = RecognizerTrainConfig(epochs=10, batch_size=32, lr=0.1, warmup_steps=5, augment=0.0, max_steps=40,
+                               ema_decay=0.9)
+    train_recognizer(tiny_dataset, out, TINY, tc, device="cpu")
+    tensors, meta = read_safetensors(out / "last.safetensors")
+    assert meta["step"] == 40 and any(k.startswith("opt.") for k in tensors)
+    first_log = (out / "log.jsonl").read_text().splitlines()
+
+    tc.max_steps = 80
+    best = train_recognizer(tiny_dataset, out, TINY, tc, resume=True, device="cpu")
+    _, meta = read_safetensors(out / "last.safetensors")
+    assert meta["step"] == 80
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[len(first_log)]["event"] == "start" and records[len(first_log)]["step"] == 40
+    assert best["score"] > 0.5  # the blobs are easy: well above 1/8 chance
+
+    tensors, meta = read_safetensors(out / "best.safetensors")
+    net = RecognizerNet(RecognizerConfig.from_dict(meta["config"]))
+    net.load_state_dict(tensors)
+    probs, fer7 = predict_probs(net, np.zeros((3, 48, 48), np.uint8))
+    assert probs.shape == (3, 8) and torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+    assert fer7.shape == (3, 7)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+                    reason="torchrun not installed")
+def test_same_cli_under_torchrun_with_two_cpu_processes(tiny_dataset, tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "core.train", "recognizer",
+           "--data", str(tiny_dataset), "--out", str(out), "--max-steps", "6", "--batch-size", "16",
+           "--widths", "8", "16", "--depths", "1", "1", "--embed-dim", "16", "--device", "cpu"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    start = next(r for r in records if r["event"] == "start")
+    assert start["world"] == 2
+    _, meta = read_safetensors(out / "last.safetensors")
+    assert meta["step"] == 6
