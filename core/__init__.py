@@ -4,16 +4,17 @@ Importing `core` loads no model and starts nothing; the names below are imported
 """
 
 from core.errors import ExpressionLabError, InputError, WeightsError
-from core.labels import EXPRESSIONS
+from core.labels import AUS, EXPRESSIONS
 
 __all__ = ["EXPRESSIONS", "ExpressionLabError", "InputError", "WeightsError", "Recognizer", "FaceDetector",
-           "load_image", "resolve_device", "get_recognizer"]
+           "load_image", "resolve_device", "get_recognizer", "measure_aus_crops", "AUS"]
 
 _LAZY = {
     "Recognizer": "core.recognizer",
     "FaceDetector": "core.faces",
     "load_image": "core.images",
     "resolve_device": "core.device",
+    "measure_aus_crops": "core.aus",
 }
 
 
@@ -26,12 +27,14 @@ def __getattr__(name: str):
 
 
 _shared: dict = {}
+_shared_lock = __import__("threading").Lock()
 
 
 def get_recognizer():
     """The shipped recognizer, loaded once per process on first call."""
-    if "recognizer" not in _shared:
-        from core.recognizer import Recognizer
+    with _shared_lock:
+        if "recognizer" not in _shared:
+            from core.recognizer import Recognizer
 
-        _shared["recognizer"] = Recognizer.load()
-    return _shared["recognizer"]
+            _shared["recognizer"] = Recognizer.load()
+        return _shared["recognizer"]

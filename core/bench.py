@@ -70,7 +70,7 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
             faces_found.append(len(faces))
     # The same work through the public API (Recognizer.predict with a video detector).
     api = []
-    for i in range(frames // 2):
+    for _ in range(frames // 2):
         t0 = time.perf_counter()
         recognizer.predict(frame, detector=detector)
         api.append((time.perf_counter() - t0) * 1000)

@@ -32,7 +32,7 @@ class LabelledFaces:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index: np.ndarray) -> "LabelledFaces":
+    def subset(self, index: np.ndarray) -> LabelledFaces:
         return LabelledFaces(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 

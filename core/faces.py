@@ -268,7 +268,7 @@ def align_face(grey: np.ndarray, face: DetectedFace, size: int = 48) -> np.ndarr
 # ---------------------------------------------------------------- calibration
 
 def fer_crop_landmarks(images: np.ndarray, upscale: int = 2) -> np.ndarray:
-    """478 landmarks (x, y in 48-px crop coordinates; NaN when not found) for each FER crop [N,48,48].
+    """478 landmarks (x, y, z in 48-px crop pixels; NaN when not found) for each FER crop [N,48,48].
 
     The crops are upscaled and padded by a quarter on each side, as face_mesh needs some context.
     """
@@ -278,7 +278,7 @@ def fer_crop_landmarks(images: np.ndarray, upscale: int = 2) -> np.ndarray:
     import mediapipe as mp
 
     n, h, w = images.shape
-    out = np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
+    out = np.full((n, NUM_LANDMARKS, 3), np.nan, np.float32)
     pad_y, pad_x = (h * upscale) // 4, (w * upscale) // 4
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                          min_detection_confidence=0.3) as mesh:
@@ -287,9 +287,10 @@ def fer_crop_landmarks(images: np.ndarray, upscale: int = 2) -> np.ndarray:
             big = cv2.copyMakeBorder(big, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
             result = mesh.process(np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2)))
             if result.multi_face_landmarks:
-                pts = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
+                pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
                 pts[:, 0] = (pts[:, 0] * big.shape[1] - pad_x) / upscale
                 pts[:, 1] = (pts[:, 1] * big.shape[0] - pad_y) / upscale
+                pts[:, 2] = pts[:, 2] * big.shape[1] / upscale
                 out[i] = pts
     return out
 
@@ -321,7 +322,7 @@ def _calibrate(data: str, count: int) -> None:
     index = rng.choice(len(train), size=min(count, len(train)), replace=False)
     points = fer_crop_landmarks(train.images[index])
     found = np.isfinite(points[:, 0, 0])
-    template = procrustes_template(points[found][:, list(ALIGN_LANDMARKS)].astype(np.float64))
+    template = procrustes_template(points[found][:, list(ALIGN_LANDMARKS), :2].astype(np.float64))
     mean = np.median(points[found], axis=0)
     left_eye = mean[[33, 133]].mean(axis=0)
     right_eye = mean[[362, 263]].mean(axis=0)

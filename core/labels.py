@@ -52,3 +52,30 @@ def expression_index(name: str) -> int:
             "(or a common synonym such as happy, sad, angry, surprised)"
         )
     return EXPRESSIONS.index(SYNONYMS[key])
+
+
+# Facial action units (FACS) measured from the face mesh, in the OpenFace / GANimation set.
+# core/aus.py documents which facial movement each one measures.
+AUS: tuple[str, ...] = (
+    "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10",
+    "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",
+)
+
+AU_NAMES: dict[str, str] = {
+    "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",
+    "AU05": "upper lid raiser", "AU06": "cheek raiser", "AU07": "lid tightener", "AU09": "nose wrinkler",
+    "AU10": "upper lip raiser", "AU12": "lip corner puller", "AU14": "dimpler", "AU15": "lip corner depressor",
+    "AU17": "chin raiser", "AU20": "lip stretcher", "AU23": "lip tightener", "AU25": "lips part",
+    "AU26": "jaw drop", "AU45": "blink",
+}
+
+# FACS / EMFACS prototypes of the expressions (contempt: unilateral 12 + 14).
+PROTOTYPE_AUS: dict[str, tuple[str, ...]] = {
+    "happiness": ("AU06", "AU12"),
+    "sadness": ("AU01", "AU04", "AU15"),
+    "surprise": ("AU01", "AU02", "AU05", "AU26"),
+    "fear": ("AU01", "AU02", "AU04", "AU05", "AU07", "AU20", "AU26"),
+    "anger": ("AU04", "AU05", "AU07", "AU23"),
+    "disgust": ("AU09", "AU10", "AU15"),
+    "contempt": ("AU12", "AU14"),
+}

@@ -33,7 +33,7 @@ class RecognizerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RecognizerConfig":
+    def from_dict(cls, values: dict) -> RecognizerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
         return cls(**kwargs)
@@ -194,7 +194,7 @@ class Recognizer:
         return self.net.config
 
     @classmethod
-    def load(cls, name: str = "recognizer", path=None, device: str = "auto") -> "Recognizer":
+    def load(cls, name: str = "recognizer", path=None, device: str = "auto") -> Recognizer:
         """Shipped weights by name (sha256-checked), or a safetensors file from `path`."""
         from core.device import resolve_device
         from core.errors import WeightsError
@@ -256,9 +256,21 @@ class Recognizer:
                 box=face.box, landmarks=face.landmarks,
                 probs={name: float(p) for name, p in zip(EXPRESSIONS, row)},
                 label=EXPRESSIONS[int(row.argmax())], crop=crop, detector=face.detector,
+                aus=_aus_of(face.landmarks),
             )
             for face, row, crop in zip(faces, probs, crops)
         ]
+
+
+def _aus_of(landmarks: np.ndarray) -> dict[str, float] | None:
+    """AU intensities of one face, or None without a mesh."""
+    from core.aus import measure_aus
+    from core.labels import AUS
+
+    values = measure_aus(landmarks)
+    if not np.isfinite(values).all():
+        return None
+    return {name: float(v) for name, v in zip(AUS, values)}
 
 
 def _resize_crops(crops: np.ndarray, size: int) -> np.ndarray:

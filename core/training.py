@@ -27,7 +27,6 @@ from core.labels import EXPRESSIONS
 from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs, recognizer_loss
 from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
 
-
 # ---------------------------------------------------------------- augmentation (pure functions)
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
@@ -227,7 +226,7 @@ def train_recognizer(
     for p in ema.parameters():
         p.requires_grad_(False)
     decay, no_decay = [], []
-    for name, p in net.named_parameters():
+    for _name, p in net.named_parameters():
         (no_decay if p.ndim == 1 else decay).append(p)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

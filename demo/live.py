@@ -8,7 +8,7 @@ import time
 import gradio as gr
 
 from core import InputError, get_recognizer
-from demo.render import annotate, probability_bars_html
+from demo.render import annotate, au_bars_html, probability_bars_html
 
 STREAM_EVERY_S = 0.1
 STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
@@ -43,23 +43,23 @@ SESSIONS = LiveSessions()
 
 
 def live_frame(frame, mirror_view: bool, request: gr.Request):
-    """One webcam frame -> (annotated frame, top-face probabilities, status line)."""
+    """One webcam frame -> (annotated frame, top-face probabilities, status line, its AU bars)."""
     if frame is None:
-        return None, {}, "Waiting for the camera…"
+        return None, {}, "Waiting for the camera…", ""
     key = getattr(request, "session_hash", None) or "anonymous"
     session = SESSIONS.get(key)
     started = time.perf_counter()
     try:
         faces = session.process(frame)
     except InputError as error:
-        return None, {}, f"Frame skipped: {error}"
+        return None, {}, f"Frame skipped: {error}", ""
     elapsed_ms = (time.perf_counter() - started) * 1000
     annotated = annotate(frame, faces, mirror=mirror_view)
     probs = faces[0].probs if faces else {}
     status = f"{session.fps:.1f} fps · {elapsed_ms:.0f} ms per frame · {len(faces)} face(s)"
     if not faces:
         status += " · no face in view"
-    return annotated, probs, status
+    return annotated, probs, status, au_bars_html(faces[0].aus if faces else None)
 
 
 def close_live_session(request: gr.Request) -> None:
@@ -99,8 +99,10 @@ def build_live_tab() -> None:
                     annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated")
                     probs = gr.Label(num_top_classes=8, label="Largest face", elem_id="live-probs")
                     status = gr.Markdown("Waiting for the camera…", elem_id="live-status")
+                    with gr.Accordion("Action units of the largest face", open=False):
+                        au_bars = gr.HTML(elem_id="live-aus")
             webcam.stream(
-                live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status],
+                live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status, au_bars],
                 stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=4,
                 show_progress="hidden", api_visibility="private",
             )

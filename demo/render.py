@@ -25,7 +25,7 @@ def annotate(rgb: np.ndarray, faces, mirror: bool = False, show_probs: bool = Fa
     h, w = out.shape[:2]
     thickness = max(1, int(round(min(h, w) / 240)))
     font_scale = max(0.4, min(h, w) / 800)
-    for i, face in enumerate(faces):
+    for _i, face in enumerate(faces):
         x0, y0, x1, y1 = face.box
         if mirror:
             x0, x1 = w - x1, w - x0
@@ -48,31 +48,51 @@ def _png_data_uri(grey: np.ndarray, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _bar_rows(values: dict[str, float], colour_of, bold: str | None = None, label_width: int = 78) -> str:
+    rows = []
+    for name, value in values.items():
+        r, g, b = colour_of(name)
+        weight = "700" if name == bold else "400"
+        rows.append(
+            f"<div style='display:flex;align-items:center;gap:6px;font-size:13px'>"
+            f"<span style='width:{label_width}px;font-weight:{weight}'>{html.escape(name)}</span>"
+            f"<span style='flex:1;background:#8882;height:12px;border-radius:3px'>"
+            f"<span style='display:block;width:{value * 100:.1f}%;height:12px;border-radius:3px;"
+            f"background:rgb({r},{g},{b})'></span></span>"
+            f"<span style='width:44px;text-align:right'>{value:.0%}</span></div>"
+        )
+    return "".join(rows)
+
+
+def au_bars_html(aus: dict[str, float] | None) -> str:
+    """AU intensities in [0, 1], upper face then lower face, with their FACS names."""
+    from core.labels import AU_NAMES
+
+    if not aus:
+        return "<p class='el-empty'>No action units: no face mesh.</p>"
+    upper = {f"{a} {AU_NAMES[a]}": aus[a] for a in aus if a in UPPER_FACE_AUS}
+    lower = {f"{a} {AU_NAMES[a]}": aus[a] for a in aus if a not in UPPER_FACE_AUS}
+    teal = lambda _: (40, 170, 170)  # noqa: E731
+    return (f"<div class='el-aus'><div style='font-weight:700'>Upper face</div>{_bar_rows(upper, teal, label_width=170)}"
+            f"<div style='font-weight:700;margin-top:6px'>Lower face</div>{_bar_rows(lower, teal, label_width=170)}</div>")
+
+
+UPPER_FACE_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU45")
+
+
 def probability_bars_html(faces) -> str:
     """A card per face: the aligned crop the model saw and a bar per expression."""
     if not faces:
         return "<p class='el-empty'>No face found.</p>"
     cards = []
     for i, face in enumerate(faces):
-        rows = []
-        for name in EXPRESSIONS:
-            p = face.probs[name]
-            r, g, b = COLOURS[name]
-            weight = "700" if name == face.label else "400"
-            rows.append(
-                f"<div style='display:flex;align-items:center;gap:6px;font-size:13px'>"
-                f"<span style='width:78px;font-weight:{weight}'>{html.escape(name)}</span>"
-                f"<span style='flex:1;background:#8882;height:12px;border-radius:3px'>"
-                f"<span style='display:block;width:{p * 100:.1f}%;height:12px;border-radius:3px;"
-                f"background:rgb({r},{g},{b})'></span></span>"
-                f"<span style='width:44px;text-align:right'>{p:.1%}</span></div>"
-            )
+        rows = _bar_rows({name: face.probs[name] for name in EXPRESSIONS}, COLOURS.get, bold=face.label)
         crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px'>" \
             if getattr(face, "crop", None) is not None else ""
         cards.append(
             f"<div class='el-face' style='display:flex;gap:12px;padding:8px;border:1px solid #8884;"
             f"border-radius:8px;margin-bottom:8px'>{crop}<div style='flex:1'>"
             f"<div style='font-weight:700;margin-bottom:4px'>Face {i + 1}: {html.escape(face.label)}</div>"
-            f"{''.join(rows)}</div></div>"
+            f"{rows}</div></div>"
         )
     return "".join(cards)

@@ -41,13 +41,14 @@ def test_live_handler_tracks_smooths_and_mirrors():
     request = type("Request", (), {"session_hash": "test-live"})()
     frame = webcam_frame()
     for _ in range(3):
-        annotated, probs, status = live_frame(frame, True, request)
+        annotated, probs, status, aus = live_frame(frame, True, request)
     assert annotated.shape == frame.shape
     assert not np.array_equal(annotated, frame[:, ::-1])  # a box was drawn
     assert abs(sum(probs.values()) - 1) < 1e-5 and "1 face(s)" in status and "fps" in status
     assert len(SESSIONS) >= 1
     close_live_session(request)
-    _, probs, status = live_frame(np.full((480, 640, 3), 90, np.uint8), False, request)
+    assert "AU12 lip corner puller" in aus
+    _, probs, status, _ = live_frame(np.full((480, 640, 3), 90, np.uint8), False, request)
     assert probs == {} and "no face" in status
     close_live_session(request)
     assert live_frame(None, True, request)[2].startswith("Waiting")

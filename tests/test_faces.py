@@ -3,7 +3,13 @@ import pytest
 from PIL import Image
 
 from core.faces import (
-    ALIGN_LANDMARKS, FER_TEMPLATE, NUM_LANDMARKS, DetectedFace, FaceDetector, align_face, alignment_matrix,
+    ALIGN_LANDMARKS,
+    FER_TEMPLATE,
+    NUM_LANDMARKS,
+    DetectedFace,
+    FaceDetector,
+    align_face,
+    alignment_matrix,
     similarity_transform,
 )
 from core.mtcnn import batched_nms, nms
@@ -99,8 +105,7 @@ def test_alignment_reproduces_fer_framing(fer_test):
     assert found.mean() > 0.85
     scales, shifts = [], []
     for p in points[found]:
-        landmarks = np.concatenate([p, np.zeros((len(p), 1), np.float32)], axis=1)
-        m = alignment_matrix(landmarks, 48)
+        m = alignment_matrix(p, 48)
         scales.append(np.sqrt(abs(np.linalg.det(m[:, :2]))))
         centre = np.array([24.0, 24.0])
         shifts.append(np.linalg.norm(m[:, :2] @ centre + m[:, 2] - centre))

@@ -70,7 +70,7 @@ def test_predict_crops_on_fer_test_faces(recognizer, fer_test):
 
 def test_aligned_real_faces_are_recognised_like_their_fer_crops(recognizer, fer_test):
     """A FER face pasted large into a photo, found and aligned by the pipeline, keeps its label."""
-    labelled = np.flatnonzero((fer_test.ferplus_label >= 0))[:40]
+    labelled = np.flatnonzero(fer_test.ferplus_label >= 0)[:40]
     agree, found = 0, 0
     for i in labelled:
         crop = fer_test.images[i]

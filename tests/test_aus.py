@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from core.aus import (
+    intensities_from_raw,
+    load_calibration,
+    measure_aus,
+    measure_aus_crops,
+    roc_auc,
+    similarity_3d,
+)
+from core.labels import AU_NAMES, AUS, EXPRESSIONS, PROTOTYPE_AUS
+
+
+def _rotation(a, b, c):
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def test_names_are_defined_once_and_cover_the_prototypes():
+    assert len(AUS) >= 12 and len(set(AUS)) == len(AUS)
+    assert set(AU_NAMES) == set(AUS)
+    assert all(set(units) <= set(AUS) for units in PROTOTYPE_AUS.values())
+
+
+def test_similarity_3d_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(30, 3))
+    rotation = _rotation(0.2, -0.4, 0.1)
+    dst = 2.5 * src @ rotation.T + np.array([1.0, 2.0, 3.0])
+    scale, r, t = similarity_3d(src, dst)
+    assert scale == pytest.approx(2.5) and np.allclose(r, rotation) and np.allclose(t, [1, 2, 3])
+
+
+def test_aus_do_not_change_with_head_pose_or_face_size():
+    calibration = load_calibration()
+    face = np.random.default_rng(1).normal(24, 8, (478, 3))  # the pose fit is equivariant for any points
+    moved = 3.7 * face @ _rotation(0.15, 0.3, -0.2).T + np.array([200.0, 150.0, 5.0])
+    assert np.allclose(measure_aus(face, calibration), measure_aus(moved, calibration), atol=1e-6)
+
+
+def test_intensities_are_clipped_to_the_unit_interval():
+    calibration = {"zero": np.zeros(len(AUS)), "one": np.full(len(AUS), 2.0)}
+    raw = np.linspace(-3, 5, len(AUS))
+    values = intensities_from_raw(raw, calibration)
+    assert values.min() >= 0 and values.max() <= 1 and values[-1] == 1 and values[0] == 0
+
+
+def test_missing_landmarks_give_nan():
+    assert np.isnan(measure_aus(np.full((478, 3), np.nan))).all()
+
+
+def test_roc_auc_known_values():
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
+    assert roc_auc(np.array([1.0, 3.0]), np.array([2.0])) == 0.5
+
+
+@pytest.mark.integration
+def test_aus_of_fer_faces_follow_the_prototypes(fer_test):
+    happy = np.flatnonzero(fer_test.ferplus_label == EXPRESSIONS.index("happiness"))[:60]
+    neutral = np.flatnonzero(fer_test.ferplus_label == EXPRESSIONS.index("neutral"))[:60]
+    surprised = np.flatnonzero(fer_test.ferplus_label == EXPRESSIONS.index("surprise"))[:60]
+    aus = measure_aus_crops(fer_test.images[np.concatenate([happy, neutral, surprised])])
+    assert aus.shape == (180, len(AUS))
+    h, n, s = aus[:60], aus[60:120], aus[120:]
+    i12, i26, i25 = AUS.index("AU12"), AUS.index("AU26"), AUS.index("AU25")
+    assert np.nanmean(h[:, i12]) > np.nanmean(n[:, i12]) + 0.1
+    assert np.nanmean(s[:, i26]) > np.nanmean(n[:, i26]) + 0.1
+    assert np.nanmean(s[:, i25]) > np.nanmean(n[:, i25]) + 0.1
+    blank = measure_aus_crops(np.full((2, 48, 48), 128, np.uint8))
+    assert np.isnan(blank).all()
+
+
+@pytest.mark.integration
+def test_recognizer_reports_aus(recognizer, grace_hopper):
+    face = recognizer.predict(grace_hopper)[0]
+    assert set(face.aus) == set(AUS) and all(0 <= v <= 1 for v in face.aus.values())
