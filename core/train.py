@@ -2,6 +2,7 @@
 
     python -m core.train recognizer --data ../shared/data/fer2013plus --out ../runs/recognizer
     python -m core.train recognizer --data ... --out ... --resume
+    python -m core.train generator --data ../shared/data/fer2013plus --au-cache ../runs/au_cache --out ../runs/generator
     torchrun --standalone --nproc_per_node 2 -m core.train recognizer --data ... --out ...
 """
 
@@ -31,6 +32,24 @@ def _recognizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator(args: argparse.Namespace) -> int:
+    from core.generator import GeneratorConfig
+    from core.training import GeneratorTrainConfig, train_generator
+
+    model = GeneratorConfig(z_dim=args.z_dim, g_channels=tuple(args.g_channels), d_channels=tuple(args.d_channels))
+    train = GeneratorTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, rec_weight=args.rec_weight,
+        latent_weight=args.latent_weight, expression_weight=args.expression_weight, au_weight=args.au_weight,
+        recognizer_weight=args.recognizer_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+        sample_every=args.sample_every,
+    )
+    result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
+                             resume=args.resume, device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if "OMP_NUM_THREADS" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one thread per rank: more oversubscribes small CPUs
@@ -56,6 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--embed-dim", type=int, default=256)
     r.add_argument("--dropout", type=float, default=0.4)
     r.set_defaults(run=_recognizer)
+
+    g = sub.add_parser("generator", help="train the expression generator (FESGAN stage 1)")
+    g.add_argument("--data", required=True)
+    g.add_argument("--out", required=True)
+    g.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
+    g.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
+    g.add_argument("--resume", action="store_true")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--steps", type=int, default=30000)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--rec-weight", type=float, default=10.0)
+    g.add_argument("--latent-weight", type=float, default=1.0)
+    g.add_argument("--expression-weight", type=float, default=1.0)
+    g.add_argument("--au-weight", type=float, default=10.0)
+    g.add_argument("--recognizer-weight", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    g.add_argument("--sample-every", type=int, default=1000)
+    g.add_argument("--z-dim", type=int, default=64)
+    g.add_argument("--g-channels", type=int, nargs="+", default=[192, 96, 48, 24])
+    g.add_argument("--d-channels", type=int, nargs="+", default=[32, 64, 128, 256])
+    g.set_defaults(run=_generator)
     args = parser.parse_args(argv)
     return args.run(args)
 

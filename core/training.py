@@ -322,3 +322,244 @@ def train_recognizer(
         dist.barrier()
     return best
 
+
+
+# ---------------------------------------------------------------- generator (FESGAN stage 1)
+
+@dataclass
+class GeneratorTrainConfig:
+    steps: int = 30000
+    batch_size: int = 64
+    lr: float = 2e-4
+    ema_decay: float = 0.999
+    rec_weight: float = 10.0  # L1 reconstruction of real faces through E and G
+    latent_weight: float = 1.0  # latent critic: E's codes look like N(0, I)
+    expression_weight: float = 1.0  # D's expression head on generated faces
+    au_weight: float = 10.0  # D's AU head on generated faces
+    recognizer_weight: float = 1.0  # the frozen recognizer reads the requested expression
+    au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
+    seed: int = 0
+    checkpoint_minutes: float = 3.0
+    sample_every: int = 1000
+    log_every: int = 50
+    amp: bool = True
+
+
+def load_au_targets(data_dir, split: str, au_cache: str | Path | None, images: np.ndarray) -> np.ndarray:
+    """Measured AU intensities [N, len(AUS)] (NaN rows: no mesh) from the annotate cache, else measured now."""
+    from core.aus import measure_aus_crops, measure_aus_landmarks
+
+    if au_cache is not None and (Path(au_cache) / f"{split}.npz").is_file():
+        with np.load(Path(au_cache) / f"{split}.npz") as z:
+            landmarks = z["landmarks"].astype(np.float64)
+        if len(landmarks) == len(images):
+            return measure_aus_landmarks(landmarks)
+    return measure_aus_crops(images)
+
+
+def class_mean_aus(aus: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Typical AU vector of each expression (the default AU condition when a user sets none)."""
+    out = {}
+    for k, name in enumerate(EXPRESSIONS):
+        rows = aus[(labels == k) & np.isfinite(aus[:, 0])]
+        out[name] = np.round(rows.mean(axis=0), 4).tolist() if len(rows) else [0.0] * aus.shape[1]
+    return out
+
+
+def export_generator(path: Path, g_ema, encoder, extra: dict) -> None:
+    tensors = {**{f"g.{k}": v for k, v in g_ema.state_dict().items()},
+               **{f"e.{k}": v for k, v in encoder.state_dict().items()}}
+    metadata = {"kind": "generator", "version": FORMAT_VERSION, "config": g_ema.config.to_dict(), **extra}
+    save_safetensors(path, tensors, metadata)
+
+
+def train_generator(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    au_cache: str | Path | None = None,
+    model_config=None,
+    train_config: GeneratorTrainConfig | None = None,
+    recognizer_path: str | Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+) -> dict:
+    """Stage 1: E, G, D and the latent critic, with the frozen recognizer as a semantic critic."""
+    from core.generator import (
+        DiscriminatorNet,
+        EncoderNet,
+        GeneratorConfig,
+        GeneratorNet,
+        LatentCriticNet,
+        condition_from_targets,
+        d_logistic_loss,
+        g_nonsaturating_loss,
+        make_condition,
+        masked_mse,
+        reconstruction_loss,
+        soft_ce,
+        to_generator_range,
+    )
+    from core.recognizer import Recognizer
+
+    dev = resolve_device(device)
+    info = init_distributed(dev)
+    out = Path(out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    tc = train_config or GeneratorTrainConfig()
+    mc = model_config or GeneratorConfig()
+    last_path = out / "last.safetensors"
+    state, meta = ({}, {})
+    if resume and last_path.is_file():
+        state, meta = read_safetensors(last_path)
+        mc = GeneratorConfig.from_dict(meta["model_config"])
+        tc = GeneratorTrainConfig(**{**asdict(tc), **meta["train_config"], "steps": tc.steps})
+    torch.manual_seed(tc.seed + info.rank)
+
+    train = _trainable(load_split(data_dir, "train", mc.image_size))
+    aus_np = load_au_targets(data_dir, "train", au_cache, train.images)
+    au_known = torch.from_numpy(np.isfinite(aus_np[:, 0]))
+    aus = torch.from_numpy(np.nan_to_num(aus_np, nan=0.0)).float()
+    images = torch.from_numpy(train.images)
+    targets = torch.from_numpy(train.soft_targets)
+    labels = train.soft_targets.argmax(axis=1)
+    by_class = [torch.from_numpy(np.flatnonzero((labels == k) & au_known.numpy())) for k in range(len(EXPRESSIONS))]
+    class_aus = class_mean_aus(aus_np, labels)
+
+    recognizer = Recognizer.load(path=recognizer_path, device=str(dev)) if recognizer_path else Recognizer.load(
+        device=str(dev))
+    r_net = recognizer.net.eval()
+    for p in r_net.parameters():
+        p.requires_grad_(False)
+    r_cfg = r_net.config
+
+    g, e, d, dz = GeneratorNet(mc).to(dev), EncoderNet(mc).to(dev), DiscriminatorNet(mc).to(dev), LatentCriticNet(mc).to(dev)
+    g_ema = copy.deepcopy(g).eval()
+    for p in g_ema.parameters():
+        p.requires_grad_(False)
+    opt_ge = torch.optim.Adam(list(g.parameters()) + list(e.parameters()), lr=tc.lr, betas=(0.5, 0.99))
+    opt_d = torch.optim.Adam(list(d.parameters()) + list(dz.parameters()), lr=tc.lr, betas=(0.5, 0.99))
+    step = 0
+    if state:
+        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema)):
+            net.load_state_dict(strip_prefix(state, prefix))
+        unflatten_optimizer(opt_ge, strip_prefix(state, "opt_ge"), meta["opt_ge"])
+        unflatten_optimizer(opt_d, strip_prefix(state, "opt_d"), meta["opt_d"])
+        step = meta["step"]
+
+    def to_recognizer(x):  # generator range [-1, 1] -> recognizer's normalised input
+        return ((x + 1) / 2 - r_cfg.mean) / r_cfg.std
+
+    def synthetic_conditions(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        k = torch.randint(0, len(EXPRESSIONS), (n,), generator=gen)
+        intensity = torch.rand(n, generator=gen) * 0.7 + 0.3
+        expression = F.one_hot(k, len(EXPRESSIONS)).float()
+        au = torch.zeros(n, mc.num_aus)
+        for i, cls in enumerate(k.tolist()):
+            pool = by_class[cls]
+            if len(pool):
+                au[i] = aus[pool[torch.randint(0, len(pool), (1,), generator=gen)]]
+        redraw = (torch.rand(n, mc.num_aus, generator=gen) < 0.3) & (torch.rand(n, 1, generator=gen) < tc.au_perturb)
+        au = torch.where(redraw, torch.rand(n, mc.num_aus, generator=gen), au)
+        cond = make_condition(expression, intensity, au)
+        return cond, cond[:, : len(EXPRESSIONS)]
+
+    def save_checkpoint():
+        if not info.is_main:
+            return
+        tensors = {}
+        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema)):
+            tensors.update(model_tensors(prefix, net))
+        ge_t, ge_m = flatten_optimizer(opt_ge)
+        d_t, d_m = flatten_optimizer(opt_d)
+        tensors.update({f"opt_ge.{k}": v for k, v in ge_t.items()})
+        tensors.update({f"opt_d.{k}": v for k, v in d_t.items()})
+        save_safetensors(last_path, tensors, {"version": FORMAT_VERSION, "model_config": mc.to_dict(),
+                                              "train_config": asdict(tc), "opt_ge": ge_m, "opt_d": d_m, "step": step})
+        export_generator(out / "generator.safetensors", g_ema, e, {"class_aus": class_aus, "step": step})
+
+    gen = torch.Generator().manual_seed(tc.seed * 7919 + step + info.rank)
+    fixed_z = torch.randn(8, mc.z_dim, generator=torch.Generator().manual_seed(123)).to(dev)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.amp)
+    started, last_save = time.time(), time.time()
+    log_line(out, {"event": "start", "step": step, "train": len(train), "au_known": float(au_known.float().mean()),
+                   "params_g": sum(p.numel() for p in g.parameters())}, info)
+    running: dict[str, float] = {}
+    while step < tc.steps:
+        index = torch.randint(0, len(train), (tc.batch_size,), generator=gen)
+        x = to_generator_range(images[index]).to(dev)
+        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen).to(dev) < 0.5, x, x.flip(-1))
+        t, a, known = targets[index].to(dev), aus[index].to(dev), au_known[index].to(dev)
+        cond_real = condition_from_targets(t, a)
+        cond_new, expr_new = (v.to(dev) for v in synthetic_conditions(len(x), gen))
+        z_prior = torch.randn(len(x), mc.z_dim, generator=gen).to(dev)
+
+        # --- D and latent critic
+        with amp:
+            z_real = e(x)
+            fake_rec = g(z_real, cond_real)
+            fake_new = g(z_prior, cond_new)
+            real_adv, real_expr, real_au = d(x)
+            fake_adv, _, _ = d(torch.cat([fake_new, fake_rec]).detach())
+            zr_logits, zp_logits = dz(z_real.detach()), dz(z_prior)
+        loss_d = (d_logistic_loss(real_adv.float(), fake_adv.float())
+                  + tc.expression_weight * soft_ce(real_expr, t)
+                  + tc.au_weight * masked_mse(real_au, a, known)
+                  + tc.latent_weight * d_logistic_loss(zp_logits.float(), zr_logits.float()))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # --- G and E
+        with amp:
+            adv_all, expr_all, au_all = d(torch.cat([fake_new, fake_rec]))
+            r_logits, _ = r_net(to_recognizer(fake_new))
+            z_logits = dz(z_real)
+        n = len(x)
+        loss_g = (g_nonsaturating_loss(adv_all.float())
+                  + tc.rec_weight * reconstruction_loss(fake_rec.float(), x)
+                  + tc.latent_weight * g_nonsaturating_loss(z_logits.float())
+                  + tc.expression_weight * (soft_ce(expr_all[:n], expr_new) + soft_ce(expr_all[n:], t))
+                  + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
+                                    + masked_mse(au_all[n:], a, known))
+                  + tc.recognizer_weight * soft_ce(r_logits, expr_new))
+        opt_ge.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_ge.step()
+        ema_update(g_ema, g, tc.ema_decay if step > 1000 else 0.0)
+        step += 1
+
+        for key, value in (("d", loss_d), ("g", loss_g)):
+            running[key] = running.get(key, 0.0) + float(value.detach())
+        if step % tc.log_every == 0:
+            with torch.no_grad():
+                r_acc = float((r_logits.argmax(1) == expr_new.argmax(1)).float().mean())
+                rec = float(reconstruction_loss(fake_rec.float(), x))
+            log_line(out, {"event": "step", "step": step, **{k: round(v / tc.log_every, 4) for k, v in running.items()},
+                           "rec_l1": round(rec, 4), "recognizer_acc": round(r_acc, 3),
+                           "elapsed_s": round(time.time() - started, 1)}, info)
+            running = {}
+        if info.is_main and tc.sample_every and step % tc.sample_every == 0:
+            _save_sample_grid(out / f"sample_{step:06d}.png", g_ema, fixed_z, class_aus, dev)
+        if time.time() - last_save > tc.checkpoint_minutes * 60:
+            save_checkpoint()
+            last_save = time.time()
+    save_checkpoint()
+    return {"step": step}
+
+
+@torch.no_grad()
+def _save_sample_grid(path: Path, g_ema, fixed_z: torch.Tensor, class_aus: dict, device) -> None:
+    """Rows: 8 identities; columns: the 8 expressions at full intensity with their class-typical AUs."""
+    from PIL import Image
+
+    from core.generator import make_condition, to_uint8
+
+    rows = []
+    for k in range(len(EXPRESSIONS)):
+        expression = F.one_hot(torch.full((len(fixed_z),), k), len(EXPRESSIONS)).float().to(device)
+        typical = torch.tensor(class_aus[EXPRESSIONS[k]], device=device).expand(len(fixed_z), -1)
+        cond = make_condition(expression, torch.ones(len(fixed_z), device=device), typical)
+        rows.append(to_uint8(g_ema(fixed_z, cond).float()).cpu().numpy())
+    grid = np.concatenate([np.concatenate(list(r), axis=0) for r in rows], axis=1)
+    Image.fromarray(grid).save(path)

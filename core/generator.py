@@ -1,0 +1,193 @@
+"""FESGAN-style expression synthesis: encoder E, generator G, image discriminator D, latent critic.
+
+Identities are codes z; a latent critic pushes E's codes towards the prior N(0, I) (adversarial
+autoencoder), so z ~ N(0, I) draws people who never existed. G(z, c) draws a 48x48 grey face in
+FER2013 framing, where the condition c = [expression distribution (8), intensity (1), AUs (17)].
+D judges realism and predicts the expression and the AUs of its input (auxiliary heads).
+Losses are pure functions below; the trainer lives in core/training.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from core.labels import AUS, EXPRESSIONS
+
+NEUTRAL = EXPRESSIONS.index("neutral")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    image_size: int = 48
+    z_dim: int = 64
+    g_channels: tuple[int, ...] = (192, 96, 48, 24)  # at 6, 12, 24, 48 px
+    d_channels: tuple[int, ...] = (32, 64, 128, 256)  # at 48, 24, 12, 6 px
+    num_expressions: int = len(EXPRESSIONS)
+    num_aus: int = len(AUS)
+
+    @property
+    def cond_dim(self) -> int:
+        return self.num_expressions + 1 + self.num_aus
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GeneratorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+
+
+# ---------------------------------------------------------------- conditions
+
+def make_condition(expression: torch.Tensor, intensity: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+    """[N, 8] distribution, [N] intensity in [0, 1], [N, 17] AU intensities -> condition [N, 26].
+
+    The intensity blends the distribution with neutral, so intensity 0 always means a neutral face.
+    """
+    expression = expression / expression.sum(dim=1, keepdim=True).clamp(min=1e-8)
+    neutral = torch.zeros_like(expression)
+    neutral[:, NEUTRAL] = 1.0
+    s = intensity.view(-1, 1)
+    mixed = s * expression + (1 - s) * neutral
+    return torch.cat([mixed, (1 - mixed[:, NEUTRAL : NEUTRAL + 1]), aus], dim=1)
+
+
+def condition_from_targets(soft_targets: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+    """Condition of a real face: its FER+ vote distribution (already mixed with neutral) and measured AUs."""
+    return torch.cat([soft_targets, 1 - soft_targets[:, NEUTRAL : NEUTRAL + 1], aus], dim=1)
+
+
+# ---------------------------------------------------------------- networks
+
+class FiLM(nn.Module):
+    """Feature-wise scale and shift from the condition (and identity code)."""
+
+    def __init__(self, cond_dim: int, channels: int):
+        super().__init__()
+        self.to_scale_shift = nn.Linear(cond_dim, channels * 2)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_scale_shift(cond).chunk(2, dim=1)
+        return h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+class GeneratorNet(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        c = config.g_channels
+        start = config.image_size // 2 ** (len(c) - 1)
+        self.start = start
+        in_dim = config.z_dim + config.cond_dim
+        self.fc = nn.Linear(in_dim, c[0] * start * start)
+        self.blocks = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.films = nn.ModuleList()
+        for c_in, c_out in zip(c[:-1], c[1:]):
+            self.blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+            self.norms.append(nn.BatchNorm2d(c_out, affine=False))
+            self.films.append(FiLM(in_dim, c_out))
+        self.refine = nn.Conv2d(c[-1], c[-1], 3, padding=1)
+        self.to_image = nn.Conv2d(c[-1], 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        zc = torch.cat([z, cond], dim=1)
+        h = F.leaky_relu(self.fc(zc).view(len(z), -1, self.start, self.start), 0.2)
+        for conv, norm, film in zip(self.blocks, self.norms, self.films):
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = F.leaky_relu(film(norm(conv(h)), zc), 0.2)
+        h = F.leaky_relu(self.refine(h), 0.2)
+        return torch.tanh(self.to_image(h))  # [-1, 1]
+
+
+def _down_blocks(channels: tuple[int, ...], sn: bool) -> nn.Sequential:
+    wrap = spectral_norm if sn else (lambda m: m)
+    layers: list[nn.Module] = []
+    c_in = 1
+    for i, c_out in enumerate(channels):
+        stride = 1 if i == 0 else 2
+        layers += [wrap(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
+        c_in = c_out
+    return nn.Sequential(*layers)
+
+
+class EncoderNet(nn.Module):
+    """Face -> identity code z (deterministic; the latent critic shapes their distribution)."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.features = _down_blocks(config.d_channels, sn=False)
+        self.to_z = nn.Linear(config.d_channels[-1], config.z_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_z(self.features(x).mean(dim=(2, 3)))
+
+
+class DiscriminatorNet(nn.Module):
+    """Realism logit, expression logits and AU intensities of an image."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.features = _down_blocks(config.d_channels, sn=True)
+        width = config.d_channels[-1]
+        self.adv = spectral_norm(nn.Linear(width, 1))
+        self.expression = nn.Linear(width, config.num_expressions)
+        self.aus = nn.Linear(width, config.num_aus)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.features(x).mean(dim=(2, 3))
+        return self.adv(h).squeeze(1), self.expression(h), torch.sigmoid(self.aus(h))
+
+
+class LatentCriticNet(nn.Module):
+    def __init__(self, config: GeneratorConfig, width: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(config.z_dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width),
+                                 nn.LeakyReLU(0.2), nn.Linear(width, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).squeeze(1)
+
+
+# ---------------------------------------------------------------- losses (pure functions)
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake_logits).mean()
+
+
+def soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over rows with a known target (mask [N] bool)."""
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    return F.mse_loss(pred[mask].float(), target[mask].float())
+
+
+def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    return (fake - real).abs().mean()
+
+
+def to_generator_range(crops_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W] -> float [N, 1, H, W] in [-1, 1]."""
+    return crops_uint8.float().div(127.5).sub(1.0).unsqueeze(1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [N, 1, H, W] in [-1, 1] -> uint8 [N, H, W]."""
+    return images.squeeze(1).add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)

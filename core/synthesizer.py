@@ -1,0 +1,183 @@
+"""The Synthesizer facade: faces with a chosen expression and action units, new or edited.
+
+    s = Synthesizer.load()
+    s.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=0, n=4)   # uint8 [48, 48] faces
+    s.edit(image, expression={"surprise": 1.0})                                 # the largest face, re-expressed
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from core.errors import InputError, UnknownLabelError, WeightsError
+from core.generator import EncoderNet, GeneratorConfig, GeneratorNet, make_condition, to_generator_range, to_uint8
+from core.labels import AUS, EXPRESSIONS, expression_index
+
+MAX_FACES_PER_CALL = 64
+MAX_GUIDANCE_STEPS = 20
+
+
+class NoFaceError(InputError):
+    """edit() was given an image in which no face was found."""
+
+
+def _finite_unit(value, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{what} must be a number in [0, 1], not {value!r}") from error
+    if not math.isfinite(v) or v < 0 or v > 1:
+        raise InputError(f"{what} must be a number in [0, 1], not {value!r}")
+    return v
+
+
+def parse_expression(expression) -> np.ndarray:
+    """None, a name, or {name: weight} (names or synonyms) -> a distribution over EXPRESSIONS."""
+    weights = np.zeros(len(EXPRESSIONS))
+    if expression is None:
+        weights[EXPRESSIONS.index("neutral")] = 1.0
+        return weights
+    if isinstance(expression, str):
+        expression = {expression: 1.0}
+    if not isinstance(expression, dict):
+        raise InputError("expression must be a name or a dict {name: weight}")
+    for name, value in expression.items():
+        weights[expression_index(name)] += _finite_unit(value, f"expression weight of {name!r}")
+    if weights.sum() <= 0:
+        weights[EXPRESSIONS.index("neutral")] = 1.0
+    return weights / weights.sum()
+
+
+def parse_aus(aus) -> dict[str, float]:
+    if aus is None:
+        return {}
+    if not isinstance(aus, dict):
+        raise InputError("aus must be a dict {AU name: intensity}")
+    out = {}
+    for name, value in aus.items():
+        key = str(name).strip().upper()
+        if key not in AUS:
+            raise UnknownLabelError(f"unknown action unit {name!r}; expected one of {', '.join(AUS)}")
+        out[key] = _finite_unit(value, f"intensity of {key}")
+    return out
+
+
+class Synthesizer:
+    def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory"):
+        self.g = g.to(device).eval()
+        self.e = e.to(device).eval()
+        self.config: GeneratorConfig = g.config
+        self.class_aus = {k: np.asarray(v, np.float32) for k, v in class_aus.items()}
+        self.device = device
+        self.source = source
+        self._recognizer = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str = "generator", path=None, device: str = "auto") -> Synthesizer:
+        from core.device import resolve_device
+        from core.training import strip_prefix
+        from core.weights import load_weights
+
+        tensors, metadata = load_weights(name, path)
+        if metadata.get("kind") != "generator":
+            raise WeightsError(f"{path or name} does not hold generator weights")
+        config = GeneratorConfig.from_dict(metadata["config"])
+        g, e = GeneratorNet(config), EncoderNet(config)
+        try:
+            g.load_state_dict(strip_prefix(tensors, "g"))
+            e.load_state_dict(strip_prefix(tensors, "e"))
+        except RuntimeError as error:
+            raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
+        return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
+                   source=str(path) if path else f"shipped:{name}")
+
+    # -- conditions and identities
+    def condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:
+        """The generator's condition [1, 26]; AUs not given take the expression's typical values."""
+        distribution = parse_expression(expression)
+        given = parse_aus(aus)
+        s = _finite_unit(intensity, "intensity")
+        typical = np.zeros(len(AUS), np.float32)
+        for k, name in enumerate(EXPRESSIONS):
+            if name in self.class_aus:
+                typical += distribution[k] * self.class_aus[name]
+        if "neutral" in self.class_aus:  # intensity blends the typical AUs towards neutral's
+            typical = s * typical + (1 - s) * self.class_aus["neutral"]
+        for name, value in given.items():
+            typical[AUS.index(name)] = value
+        return make_condition(torch.tensor(distribution, dtype=torch.float32)[None], torch.tensor([s]),
+                              torch.from_numpy(typical)[None]).to(self.device)
+
+    def identities(self, seed: int, n: int) -> torch.Tensor:
+        """n identity codes from the prior; the same seed always gives the same people."""
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise InputError(f"seed must be an integer, not {seed!r}")
+        if not 1 <= int(n) <= MAX_FACES_PER_CALL:
+            raise InputError(f"n must be between 1 and {MAX_FACES_PER_CALL}, not {n!r}")
+        generator = torch.Generator().manual_seed(int(seed) % (2**63))
+        return torch.randn(int(n), self.config.z_dim, generator=generator).to(self.device)
+
+    def encode(self, crops) -> torch.Tensor:
+        """Identity codes of FER-framed uint8 grey crops [N, H, W]."""
+        x = to_generator_range(torch.as_tensor(np.asarray(crops, np.uint8))).to(self.device)
+        with torch.no_grad():
+            return self.e(x)
+
+    # -- synthesis
+    def render(self, z: torch.Tensor, cond: torch.Tensor, guidance: float = 0.0, target=None) -> list[np.ndarray]:
+        if guidance:
+            z = self.guide(z, cond, target if target is not None else cond[:, : len(EXPRESSIONS)], guidance)
+        with torch.no_grad():
+            images = self.g(z, cond.expand(len(z), -1))
+        return list(to_uint8(images.float()).cpu().numpy())
+
+    def guide(self, z: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, strength: float,
+              steps: int = 5) -> torch.Tensor:
+        """Semantic guidance (SynFER): move z up the recognizer's log-probability of the target expression."""
+        strength = float(strength)
+        if not math.isfinite(strength) or strength < 0 or strength > 10:
+            raise InputError(f"guidance strength must be in [0, 10], not {strength!r}")
+        recognizer = self.recognizer()
+        r_cfg = recognizer.net.config
+        z = z.detach().clone().requires_grad_(True)
+        for _ in range(min(steps, MAX_GUIDANCE_STEPS)):
+            image = self.g(z, cond.expand(len(z), -1))
+            logits, _ = recognizer.net(((image + 1) / 2 - r_cfg.mean) / r_cfg.std)
+            score = (target.expand(len(z), -1) * torch.log_softmax(logits.float(), dim=1)).sum()
+            (grad,) = torch.autograd.grad(score, z)
+            z = (z + strength * 0.1 * grad / (grad.norm(dim=1, keepdim=True) + 1e-8)).detach().requires_grad_(True)
+        return z.detach()
+
+    def generate(self, expression=None, aus=None, seed: int = 0, n: int = 1, intensity: float = 1.0,
+                 guidance: float = 0.0) -> list[np.ndarray]:
+        """n new faces (people drawn from the prior) with the requested expression and AUs."""
+        with self._lock:
+            return self.render(self.identities(seed, n), self.condition(expression, aus, intensity), guidance)
+
+    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> np.ndarray:
+        """The largest face of a real photo, re-expressed (uint8 grey, FER framing)."""
+        faces = self.recognizer().predict(image)
+        if not faces:
+            raise NoFaceError("no face was found in the image to edit")
+        with self._lock:
+            z = self.encode(faces[0].crop[None])
+            return self.render(z, self.condition(expression, aus, intensity), guidance)[0]
+
+    def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, z: torch.Tensor | None = None
+              ) -> list[np.ndarray]:
+        """One person from neutral (intensity 0) to the target (intensity 1)."""
+        with self._lock:
+            z = self.identities(seed, 1) if z is None else z
+            return [self.render(z, self.condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]
+
+    def recognizer(self):
+        if self._recognizer is None:
+            from core import get_recognizer
+
+            self._recognizer = get_recognizer()
+        return self._recognizer

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from core.errors import InputError, UnknownLabelError
+from core.generator import (
+    DiscriminatorNet, EncoderNet, GeneratorConfig, GeneratorNet, LatentCriticNet, d_logistic_loss,
+    g_nonsaturating_loss, make_condition, masked_mse,
+)
+from core.labels import AUS, EXPRESSIONS
+from core.recognizer import RecognizerConfig, RecognizerNet
+from core.synthesizer import NoFaceError, Synthesizer
+from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+
+TINY = GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
+
+
+def test_networks_have_the_documented_shapes():
+    z, cond = torch.randn(3, 8), torch.rand(3, TINY.cond_dim)
+    image = GeneratorNet(TINY)(z, cond)
+    assert image.shape == (3, 1, 48, 48) and image.min() >= -1 and image.max() <= 1
+    adv, expr, aus = DiscriminatorNet(TINY)(image)
+    assert adv.shape == (3,) and expr.shape == (3, 8) and aus.shape == (3, len(AUS))
+    assert EncoderNet(TINY)(image).shape == (3, 8)
+    assert LatentCriticNet(TINY)(z).shape == (3,)
+
+
+def test_condition_intensity_zero_is_neutral():
+    expression = torch.eye(8)[[1, 2]]
+    cond = make_condition(expression, torch.tensor([0.0, 1.0]), torch.zeros(2, len(AUS)))
+    assert torch.allclose(cond[0, :8], torch.eye(8)[0]) and cond[0, 8] == 0
+    assert torch.allclose(cond[1, :8], torch.eye(8)[2]) and cond[1, 8] == 1
+
+
+def test_losses_prefer_the_right_answer():
+    good, bad = torch.full((4,), 5.0), torch.full((4,), -5.0)
+    assert d_logistic_loss(good, bad) < d_logistic_loss(bad, good)
+    assert g_nonsaturating_loss(good) < g_nonsaturating_loss(bad)
+    pred, target = torch.zeros(3, 2), torch.ones(3, 2)
+    assert masked_mse(pred, target, torch.tensor([False, False, False])) == 0
+    assert masked_mse(pred, target, torch.tensor([True, False, False])) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_synthesizer(tmp_path_factory):
+    from tests.conftest import write_tiny_npz_dataset
+
+    root = tmp_path_factory.mktemp("gen")
+    data = write_tiny_npz_dataset(root / "data", n=64)
+    recognizer = root / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)))
+    out = root / "run"
+    tc = GeneratorTrainConfig(steps=4, batch_size=8, sample_every=2, log_every=2, amp=False)
+    train_generator(data, out, None, TINY, tc, recognizer_path=recognizer, device="cpu")
+    tc.steps = 6
+    assert train_generator(data, out, None, TINY, tc, recognizer_path=recognizer, resume=True, device="cpu")["step"] == 6
+    assert (out / "sample_000006.png").exists()
+    return Synthesizer.load(path=out / "generator.safetensors", device="cpu")
+
+
+def test_same_seed_same_face_and_n_faces(tiny_synthesizer):
+    s = tiny_synthesizer
+    a = s.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=0, n=4)
+    b = s.generate(expression={"happy": 1.0}, aus={"au12": 0.8}, seed=0, n=4)
+    assert len(a) == 4 and a[0].shape == (48, 48) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], s.generate(expression="happiness", seed=1, n=1)[0])
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"expression": {"bored": 1.0}}, UnknownLabelError),
+    ({"aus": {"AU99": 0.5}}, UnknownLabelError),
+    ({"aus": {"AU12": float("nan")}}, InputError),
+    ({"aus": {"AU12": 1.5}}, InputError),
+    ({"intensity": -0.1}, InputError),
+    ({"n": 0}, InputError),
+    ({"n": 10_000}, InputError),
+    ({"seed": "x"}, InputError),
+    ({"guidance": float("inf")}, InputError),
+])
+def test_bad_requests_are_typed_errors(tiny_synthesizer, kwargs, error):
+    with pytest.raises(error):
+        tiny_synthesizer.generate(**kwargs)
+
+
+def test_guidance_raises_the_recognizers_belief(tiny_synthesizer, monkeypatch):
+    s = tiny_synthesizer
+    net = RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)).eval()
+    monkeypatch.setattr(s, "_recognizer", type("R", (), {"net": net})())
+    cond = s.condition({"surprise": 1.0})
+    target = cond[:, :8]
+    z = s.identities(3, 4)
+
+    def belief(codes):
+        with torch.no_grad():
+            logits, _ = net(((s.g(codes, cond.expand(len(codes), -1)) + 1) / 2 - 0.5) / 0.25)
+        return (target * torch.log_softmax(logits, 1)).sum(1).mean()
+
+    assert belief(s.guide(z, cond, target, 2.0)) > belief(z)
+
+
+def test_morph_goes_from_neutral_to_target(tiny_synthesizer):
+    frames = tiny_synthesizer.morph({"anger": 1.0}, seed=2, steps=4)
+    assert len(frames) == 4 and all(f.shape == (48, 48) for f in frames)
+
+
+@pytest.mark.integration
+def test_edit_a_real_face_and_refuse_a_blank_one(tiny_synthesizer, grace_hopper):
+    out = tiny_synthesizer.edit(grace_hopper, expression={"happiness": 1.0})
+    assert out.shape == (48, 48) and out.dtype == np.uint8
+    with pytest.raises(NoFaceError):
+        tiny_synthesizer.edit(np.full((200, 200, 3), 128, np.uint8))
