@@ -50,25 +50,30 @@ def _generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_arguments(parser: argparse.ArgumentParser, batch_size: int, lr: float) -> None:
+    """Arguments every training command shares."""
+    parser.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, exported weights")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     if "OMP_NUM_THREADS" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one thread per rank: more oversubscribes small CPUs
     parser = argparse.ArgumentParser(prog="python -m core.train")
     sub = parser.add_subparsers(dest="model", required=True)
     r = sub.add_parser("recognizer", help="train the expression recognizer")
-    r.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
-    r.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, best.safetensors")
-    r.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
-    r.add_argument("--device", default="auto")
+    _run_arguments(r, batch_size=128, lr=0.05)
     r.add_argument("--epochs", type=int, default=60)
-    r.add_argument("--batch-size", type=int, default=128)
-    r.add_argument("--lr", type=float, default=0.05)
     r.add_argument("--weight-decay", type=float, default=5e-4)
     r.add_argument("--class-balance", type=float, default=0.3)
     r.add_argument("--fer2013-weight", type=float, default=0.5)
     r.add_argument("--augment", type=float, default=1.0)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--checkpoint-minutes", type=float, default=3.0)
     r.add_argument("--max-steps", type=int, default=0, help="stop after N steps (smoke runs, tests)")
     r.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     r.add_argument("--depths", type=int, nargs="+", default=[2, 2, 3, 3])
@@ -77,22 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(run=_recognizer)
 
     g = sub.add_parser("generator", help="train the expression generator (FESGAN stage 1)")
-    g.add_argument("--data", required=True)
-    g.add_argument("--out", required=True)
+    _run_arguments(g, batch_size=64, lr=2e-4)
     g.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
     g.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--device", default="auto")
     g.add_argument("--steps", type=int, default=30000)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--rec-weight", type=float, default=10.0)
     g.add_argument("--latent-weight", type=float, default=1.0)
     g.add_argument("--expression-weight", type=float, default=1.0)
     g.add_argument("--au-weight", type=float, default=10.0)
     g.add_argument("--recognizer-weight", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint-minutes", type=float, default=3.0)
     g.add_argument("--sample-every", type=int, default=1000)
     g.add_argument("--z-dim", type=int, default=64)
     g.add_argument("--g-channels", type=int, nargs="+", default=[192, 96, 48, 24])

@@ -121,6 +121,26 @@ def log_line(out: Path | None, record: dict, info: DistInfo) -> None:
 
 # ---------------------------------------------------------------- checkpoints
 
+def start_run(out_dir, device: str, model_config, train_config, resume: bool, keep: str):
+    """Device, process group, run folder and, with resume, the configs and state of OUT/last.safetensors.
+
+    `keep` names the train-config field the command line may change on resume (how long to run).
+    """
+    dev = resolve_device(device)
+    info = init_distributed(dev)
+    out = Path(out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    state, meta = {}, {}
+    last = out / "last.safetensors"
+    if resume and last.is_file():
+        state, meta = read_safetensors(last)
+        stored = {**asdict(train_config), **meta["train_config"], keep: getattr(train_config, keep)}
+        model_config = type(model_config).from_dict(meta["model_config"])
+        train_config = type(train_config)(**stored)
+    return dev, info, out, model_config, train_config, state, meta
+
+
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -198,20 +218,10 @@ def train_recognizer(
     device: str = "auto",
 ) -> dict:
     """Train (or resume) a recognizer; writes out_dir/{last,best}.safetensors, log.jsonl. Returns the best metrics."""
-    dev = resolve_device(device)
-    info = init_distributed(dev)
-    out = Path(out_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    tc = train_config or RecognizerTrainConfig()
-    mc = model_config or RecognizerConfig()
-
+    dev, info, out, mc, tc, state_tensors, state_meta = start_run(
+        out_dir, device, model_config or RecognizerConfig(), train_config or RecognizerTrainConfig(), resume,
+        keep="max_steps")
     last_path = out / "last.safetensors"
-    state_tensors, state_meta = ({}, {})
-    if resume and last_path.is_file():
-        state_tensors, state_meta = read_safetensors(last_path)
-        mc = RecognizerConfig.from_dict(state_meta["model_config"])
-        tc = RecognizerTrainConfig(**{**asdict(tc), **state_meta["train_config"], "max_steps": tc.max_steps})
 
     torch.manual_seed(tc.seed)
     train = _trainable(load_split(data_dir, "train", mc.input_size))
@@ -401,19 +411,10 @@ def train_generator(
     )
     from core.recognizer import Recognizer
 
-    dev = resolve_device(device)
-    info = init_distributed(dev)
-    out = Path(out_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    tc = train_config or GeneratorTrainConfig()
-    mc = model_config or GeneratorConfig()
+    dev, info, out, mc, tc, state, meta = start_run(
+        out_dir, device, model_config or GeneratorConfig(), train_config or GeneratorTrainConfig(), resume,
+        keep="steps")
     last_path = out / "last.safetensors"
-    state, meta = ({}, {})
-    if resume and last_path.is_file():
-        state, meta = read_safetensors(last_path)
-        mc = GeneratorConfig.from_dict(meta["model_config"])
-        tc = GeneratorTrainConfig(**{**asdict(tc), **meta["train_config"], "steps": tc.steps})
     torch.manual_seed(tc.seed + info.rank)
 
     train = _trainable(load_split(data_dir, "train", mc.image_size))

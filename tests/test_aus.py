@@ -1,14 +1,7 @@
 import numpy as np
 import pytest
 
-from core.aus import (
-    intensities_from_raw,
-    load_calibration,
-    measure_aus,
-    measure_aus_crops,
-    roc_auc,
-    similarity_3d,
-)
+from core.aus import intensities_from_raw, load_calibration, measure_aus, measure_aus_crops, roc_auc, similarity_3d
 from core.labels import AU_NAMES, AUS, EXPRESSIONS, PROTOTYPE_AUS
 
 

@@ -4,10 +4,17 @@ import torch
 
 from core.errors import InputError, UnknownLabelError
 from core.generator import (
-    DiscriminatorNet, EncoderNet, GeneratorConfig, GeneratorNet, LatentCriticNet, d_logistic_loss,
-    g_nonsaturating_loss, make_condition, masked_mse,
+    DiscriminatorNet,
+    EncoderNet,
+    GeneratorConfig,
+    GeneratorNet,
+    LatentCriticNet,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    make_condition,
+    masked_mse,
 )
-from core.labels import AUS, EXPRESSIONS
+from core.labels import AUS
 from core.recognizer import RecognizerConfig, RecognizerNet
 from core.synthesizer import NoFaceError, Synthesizer
 from core.training import GeneratorTrainConfig, export_recognizer, train_generator
