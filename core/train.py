@@ -23,10 +23,11 @@ def _recognizer(args: argparse.Namespace) -> int:
     )
     train = RecognizerTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
         class_balance=args.class_balance, fer2013_weight=args.fer2013_weight, augment=args.augment,
         seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
     )
-    best = train_recognizer(args.data, args.out, model, train, resume=args.resume, device=args.device)
+    best = train_recognizer(args.data, args.out, model, train, resume=args.resume, device=args.device, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         sys.stdout.write(json.dumps({"event": "done", "best": best}) + "\n")
     return 0
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("recognizer", help="train the expression recognizer")
     _run_arguments(r, batch_size=128, lr=0.05)
     r.add_argument("--epochs", type=int, default=60)
+    r.add_argument("--init", default=None, help="start from these recognizer weights (.safetensors) to fine-tune")
+    r.add_argument("--warmup-steps", type=int, default=500)
     r.add_argument("--weight-decay", type=float, default=5e-4)
     r.add_argument("--class-balance", type=float, default=0.3)
     r.add_argument("--fer2013-weight", type=float, default=0.5)

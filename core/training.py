@@ -216,8 +216,12 @@ def train_recognizer(
     train_config: RecognizerTrainConfig | None = None,
     resume: bool = False,
     device: str = "auto",
+    init: str | Path | None = None,
 ) -> dict:
-    """Train (or resume) a recognizer; writes out_dir/{last,best}.safetensors, log.jsonl. Returns the best metrics."""
+    """Train (or resume) a recognizer; writes out_dir/{last,best}.safetensors, log.jsonl. Returns the best metrics.
+
+    `init` starts from exported recognizer weights (fine-tuning); its config replaces model_config.
+    """
     dev, info, out, mc, tc, state_tensors, state_meta = start_run(
         out_dir, device, model_config or RecognizerConfig(), train_config or RecognizerTrainConfig(), resume,
         keep="max_steps")
@@ -231,7 +235,13 @@ def train_recognizer(
     fer2013 = torch.from_numpy(train.fer2013_label)
     class_weights = class_weights_for(train.soft_targets, tc.class_balance).to(dev)
 
-    net = RecognizerNet(mc).to(dev).to(memory_format=torch.channels_last)
+    if init is not None and not state_tensors:
+        init_tensors, init_meta = read_safetensors(init)
+        mc = RecognizerConfig.from_dict(init_meta["config"])
+    net = RecognizerNet(mc)
+    if init is not None and not state_tensors:
+        net.load_state_dict(init_tensors)
+    net = net.to(dev).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(net).eval()
     for p in ema.parameters():
         p.requires_grad_(False)

@@ -87,12 +87,14 @@ def probability_bars_html(faces) -> str:
     cards = []
     for i, face in enumerate(faces):
         rows = _bar_rows({name: face.probs[name] for name in EXPRESSIONS}, COLOURS.get, bold=face.label)
+        aus = (f"<details style='margin-top:6px'><summary>Action units</summary>{au_bars_html(face.aus)}</details>"
+               if getattr(face, "aus", None) else "")
         crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px'>" \
             if getattr(face, "crop", None) is not None else ""
         cards.append(
             f"<div class='el-face' style='display:flex;gap:12px;padding:8px;border:1px solid #8884;"
             f"border-radius:8px;margin-bottom:8px'>{crop}<div style='flex:1'>"
             f"<div style='font-weight:700;margin-bottom:4px'>Face {i + 1}: {html.escape(face.label)}</div>"
-            f"{rows}</div></div>"
+            f"{rows}{aus}</div></div>"
         )
     return "".join(cards)

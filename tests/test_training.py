@@ -67,3 +67,15 @@ def test_same_cli_under_torchrun_with_two_cpu_processes(tiny_dataset, tmp_path):
     assert start["world"] == 2
     _, meta = read_safetensors(out / "last.safetensors")
     assert meta["step"] == 6
+
+
+def test_fine_tune_from_exported_weights(tiny_dataset, tmp_path):
+    tc = RecognizerTrainConfig(epochs=10, batch_size=32, lr=0.1, warmup_steps=5, augment=0.0, max_steps=60)
+    first = train_recognizer(tiny_dataset, tmp_path / "a", TINY, tc, device="cpu")
+    tc2 = RecognizerTrainConfig(epochs=1, batch_size=32, lr=0.001, warmup_steps=1, augment=0.0, max_steps=2)
+    other = RecognizerConfig(widths=(4,), depths=(1,))  # ignored: the init weights bring their config
+    again = train_recognizer(tiny_dataset, tmp_path / "b", other, tc2, device="cpu",
+                             init=tmp_path / "a" / "best.safetensors")
+    assert again["score"] >= first["score"] - 0.1
+    _, meta = read_safetensors(tmp_path / "b" / "best.safetensors")
+    assert tuple(meta["config"]["widths"]) == TINY.widths
