@@ -15,23 +15,34 @@ STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses 
 
 
 class LiveSessions:
-    """One core.live.LiveSession per browser session (its own tracker), freed when the tab closes."""
+    """One core.live.LiveSession per browser session (its own tracker), freed when the tab closes
+    or, should that event be lost, after IDLE_S without frames."""
+
+    IDLE_S = 300
 
     def __init__(self):
         self._sessions: dict[str, object] = {}
+        self._last_used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str):
         from core.live import LiveSession
 
+        now = time.monotonic()
         with self._lock:
+            stale = [k for k, t in self._last_used.items() if now - t > self.IDLE_S and k != key]
             if key not in self._sessions:
                 self._sessions[key] = LiveSession(get_recognizer())
-            return self._sessions[key]
+            self._last_used[key] = now
+            session = self._sessions[key]
+        for k in stale:
+            self.close(k)
+        return session
 
     def close(self, key: str) -> None:
         with self._lock:
             session = self._sessions.pop(key, None)
+            self._last_used.pop(key, None)
         if session is not None:
             session.close()
 

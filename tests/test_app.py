@@ -54,6 +54,18 @@ def test_live_handler_tracks_smooths_and_mirrors():
     assert live_frame(None, True, request)[2].startswith("Waiting")
 
 
+def test_idle_live_sessions_are_freed(monkeypatch):
+    from demo.live import LiveSessions
+
+    sessions = LiveSessions()
+    sessions.get("a")
+    monkeypatch.setattr(LiveSessions, "IDLE_S", -1)
+    sessions.get("b")
+    assert len(sessions) == 1
+    sessions.close("b")
+    assert len(sessions) == 0
+
+
 def test_app_starts_quickly_on_the_port_the_host_asks_for():
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
