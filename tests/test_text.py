@@ -1,0 +1,39 @@
+import pytest
+
+from core.errors import InputError
+from core.text import MAX_TEXT_CHARS, parse_text
+
+
+def test_keywords_and_intensity_words_without_embeddings():
+    reading = parse_text("a slightly surprised woman", use_embeddings=False)
+    assert max(reading.expression, key=reading.expression.get) == "surprise"
+    assert reading.intensity == pytest.approx(0.4)
+    assert parse_text("very angry", use_embeddings=False).intensity == 1.0
+    mixed = parse_text("happy but a little scared", use_embeddings=False).expression
+    assert mixed["happiness"] == pytest.approx(0.5) and mixed["fear"] == pytest.approx(0.5)
+    assert parse_text("", use_embeddings=False).expression["neutral"] == 1.0
+
+
+def test_bad_text_is_a_typed_error():
+    with pytest.raises(InputError, match="limit"):
+        parse_text("x" * (MAX_TEXT_CHARS + 1))
+    with pytest.raises(InputError):
+        parse_text(None)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("text,expression,aus", [
+    ("a slightly surprised woman raising her eyebrows", "surprise", {"AU01", "AU02"}),
+    ("a very happy man with a broad smile", "happiness", {"AU12"}),
+    ("furious, frowning with lips pressed tight", "anger", {"AU04", "AU23"}),
+    ("someone who just smelled rotten eggs", "disgust", set()),
+    ("a little sad, corners of the mouth turned down", "sadness", {"AU15"}),
+    ("eyes closed", "neutral", {"AU45"}),
+])
+def test_sentences_are_understood(text, expression, aus):
+    reading = parse_text(text)
+    assert reading.method == "keywords+embeddings"
+    assert max(reading.expression, key=reading.expression.get) == expression, reading.summary()
+    assert aus <= set(reading.aus), reading.summary()
+    assert "AU12" not in reading.aus or expression == "happiness"
+    assert all(0 <= v <= 1 for v in reading.aus.values())
