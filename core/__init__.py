@@ -7,7 +7,8 @@ from core.errors import ExpressionLabError, InputError, WeightsError
 from core.labels import AUS, EXPRESSIONS
 
 __all__ = ["EXPRESSIONS", "ExpressionLabError", "InputError", "WeightsError", "Recognizer", "FaceDetector",
-           "load_image", "resolve_device", "get_recognizer", "measure_aus_crops", "AUS"]
+           "load_image", "resolve_device", "get_recognizer", "get_synthesizer", "measure_aus_crops", "AUS",
+           "Synthesizer", "parse_text"]
 
 _LAZY = {
     "Recognizer": "core.recognizer",
@@ -15,6 +16,8 @@ _LAZY = {
     "load_image": "core.images",
     "resolve_device": "core.device",
     "measure_aus_crops": "core.aus",
+    "Synthesizer": "core.synthesizer",
+    "parse_text": "core.text",
 }
 
 
@@ -38,3 +41,13 @@ def get_recognizer():
 
             _shared["recognizer"] = Recognizer.load()
         return _shared["recognizer"]
+
+
+def get_synthesizer():
+    """The shipped generator, loaded once per process on first call (WeightsError if not shipped)."""
+    with _shared_lock:
+        if "synthesizer" not in _shared:
+            from core.synthesizer import Synthesizer
+
+            _shared["synthesizer"] = Synthesizer.load()
+        return _shared["synthesizer"]

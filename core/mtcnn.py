@@ -50,12 +50,21 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
-def _install_torchvision_stand_in() -> None:
+def _import_facenet_pytorch():
+    """Import facenet_pytorch, lending it the stand-in only for the import itself.
+
+    The stand-in is removed from sys.modules afterwards (facenet keeps its own references), so other
+    libraries that probe for torchvision (transformers does) still see that it is absent.
+    """
+    if "facenet_pytorch" in sys.modules:
+        return sys.modules["facenet_pytorch"]
     try:
         import torchvision.ops.boxes  # noqa: F401
         import torchvision.transforms.functional  # noqa: F401
 
-        return
+        import facenet_pytorch
+
+        return facenet_pytorch
     except (ImportError, RuntimeError):
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
@@ -69,13 +78,15 @@ def _install_torchvision_stand_in() -> None:
     modules["torchvision.ops"].boxes = modules["torchvision.ops.boxes"]
     modules["torchvision"].transforms = modules["torchvision.transforms"]
     modules["torchvision"].ops = modules["torchvision.ops"]
-    modules["torchvision"].__stand_in__ = True
     sys.modules.update(modules)
+    try:
+        import facenet_pytorch
+    finally:
+        for name in modules:
+            sys.modules.pop(name, None)
+    return facenet_pytorch
 
 
 def load_mtcnn(min_face_size: int = 20):
     """facenet-pytorch's MTCNN on the CPU, bundled weights only (nothing is downloaded)."""
-    _install_torchvision_stand_in()
-    from facenet_pytorch import MTCNN
-
-    return MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
+    return _import_facenet_pytorch().MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")

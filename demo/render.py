@@ -40,6 +40,14 @@ def annotate(rgb: np.ndarray, faces, mirror: bool = False, show_probs: bool = Fa
     return out
 
 
+def enlarge(grey: np.ndarray, size: int) -> np.ndarray:
+    """A 48-px grey face shown large (bicubic), as RGB for display."""
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
+    return np.repeat(big[:, :, None], 3, axis=2)
+
+
 def _png_data_uri(grey: np.ndarray, size: int = 96) -> str:
     from PIL import Image
 

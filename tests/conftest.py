@@ -9,6 +9,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+def _tiny_generator_config():
+    from core.generator import GeneratorConfig
+
+    return GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
+
+
+TINY_GENERATOR = _tiny_generator_config()
 DATA_DIR = Path(os.environ.get("EXPRESSIONLAB_DATA", ROOT.parent / "shared" / "data" / "fer2013plus"))
 
 
@@ -70,6 +77,25 @@ def write_tiny_npz_dataset(root: Path, n: int = 256, size: int = 48, seed: int =
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return write_tiny_npz_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthesizer(tmp_path_factory):
+    from core.recognizer import RecognizerConfig, RecognizerNet
+    from core.synthesizer import Synthesizer
+    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+
+    root = tmp_path_factory.mktemp("gen")
+    data = write_tiny_npz_dataset(root / "data", n=64)
+    recognizer = root / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)))
+    out = root / "run"
+    tc = GeneratorTrainConfig(steps=4, batch_size=8, sample_every=2, log_every=2, amp=False)
+    train_generator(data, out, None, TINY_GENERATOR, tc, recognizer_path=recognizer, device="cpu")
+    tc.steps = 6
+    assert train_generator(data, out, None, TINY_GENERATOR, tc, recognizer_path=recognizer, resume=True, device="cpu")["step"] == 6
+    assert (out / "sample_000006.png").exists()
+    return Synthesizer.load(path=out / "generator.safetensors", device="cpu")
 
 
 @pytest.fixture(scope="session")

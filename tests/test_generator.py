@@ -6,7 +6,6 @@ from core.errors import InputError, UnknownLabelError
 from core.generator import (
     DiscriminatorNet,
     EncoderNet,
-    GeneratorConfig,
     GeneratorNet,
     LatentCriticNet,
     d_logistic_loss,
@@ -16,10 +15,8 @@ from core.generator import (
 )
 from core.labels import AUS
 from core.recognizer import RecognizerConfig, RecognizerNet
-from core.synthesizer import NoFaceError, Synthesizer
-from core.training import GeneratorTrainConfig, export_recognizer, train_generator
-
-TINY = GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
+from core.synthesizer import NoFaceError
+from tests.conftest import TINY_GENERATOR as TINY
 
 
 def test_networks_have_the_documented_shapes():
@@ -46,23 +43,6 @@ def test_losses_prefer_the_right_answer():
     pred, target = torch.zeros(3, 2), torch.ones(3, 2)
     assert masked_mse(pred, target, torch.tensor([False, False, False])) == 0
     assert masked_mse(pred, target, torch.tensor([True, False, False])) == 1
-
-
-@pytest.fixture(scope="module")
-def tiny_synthesizer(tmp_path_factory):
-    from tests.conftest import write_tiny_npz_dataset
-
-    root = tmp_path_factory.mktemp("gen")
-    data = write_tiny_npz_dataset(root / "data", n=64)
-    recognizer = root / "recognizer.safetensors"
-    export_recognizer(recognizer, RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)))
-    out = root / "run"
-    tc = GeneratorTrainConfig(steps=4, batch_size=8, sample_every=2, log_every=2, amp=False)
-    train_generator(data, out, None, TINY, tc, recognizer_path=recognizer, device="cpu")
-    tc.steps = 6
-    assert train_generator(data, out, None, TINY, tc, recognizer_path=recognizer, resume=True, device="cpu")["step"] == 6
-    assert (out / "sample_000006.png").exists()
-    return Synthesizer.load(path=out / "generator.safetensors", device="cpu")
 
 
 def test_same_seed_same_face_and_n_faces(tiny_synthesizer):

@@ -1,0 +1,133 @@
+"""Synthesize tab: expression and AU sliders, text, new identities or your own face."""
+
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+import numpy as np
+
+from core import EXPRESSIONS, InputError, get_recognizer, get_synthesizer
+from core.errors import WeightsError
+from core.labels import AU_NAMES, AUS
+from demo.render import UPPER_FACE_AUS, enlarge
+
+DISPLAY_SIZE = 288
+MORPH_STEPS = 6
+
+
+def _synthesizer():
+    try:
+        return get_synthesizer()
+    except WeightsError as error:
+        raise gr.Error(f"The generator is not available: {error}") from error
+
+
+def controls_to_request(values: list) -> tuple[dict, float, dict | None]:
+    """Slider values in the tab's order -> (expression weights, intensity, AU overrides or None)."""
+    n = len(EXPRESSIONS)
+    expression = {name: float(v) for name, v in zip(EXPRESSIONS, values[:n])}
+    intensity = float(values[n])
+    use_aus = bool(values[n + 1])
+    aus = {name: float(v) for name, v in zip(AUS, values[n + 2 : n + 2 + len(AUS)])} if use_aus else None
+    if sum(expression.values()) <= 0:
+        expression = {"neutral": 1.0}
+    return expression, intensity, aus
+
+
+def render_synthesis(source: str, photo, seed, guidance, *controls):
+    """Everything the tab shows for the current controls: face, the recognizer's reading, morph strip."""
+    synthesizer = _synthesizer()
+    try:
+        expression, intensity, aus = controls_to_request(list(controls))
+        seed = int(seed)
+        if source == "My face":
+            if photo is None:
+                raise gr.Error("Upload a photo or take a webcam snapshot to edit your own face.")
+            face = synthesizer.edit(photo, expression=expression, aus=aus, intensity=intensity,
+                                    guidance=float(guidance))
+            z = synthesizer.encode(get_recognizer().predict(photo)[0].crop[None])
+            strip = synthesizer.morph(expression, aus, z=z, steps=MORPH_STEPS)
+        else:
+            face = synthesizer.generate(expression=expression, aus=aus, seed=seed, n=1, intensity=intensity,
+                                        guidance=float(guidance))[0]
+            strip = synthesizer.morph(expression, aus, seed=seed, steps=MORPH_STEPS)
+    except InputError as error:
+        raise gr.Error(str(error)) from error
+    except (TypeError, ValueError) as error:
+        raise gr.Error(f"Invalid control value: {error}") from error
+    reading = get_recognizer().predict_crops(face[None])[0]
+    label = {name: float(p) for name, p in zip(EXPRESSIONS, reading)}
+    strip_image = np.concatenate([enlarge(f, 96) for f in strip], axis=1)
+    return enlarge(face, DISPLAY_SIZE), label, strip_image
+
+
+def apply_text(text: str):
+    """Text -> slider values, and what the text was understood as."""
+    from core.text import parse_text
+
+    try:
+        reading = parse_text(text or "")
+    except InputError as error:
+        raise gr.Error(str(error)) from error
+    expression = [gr.update(value=round(reading.expression[name], 2)) for name in EXPRESSIONS]
+    au_values = [gr.update(value=round(reading.aus.get(name, 0.0), 2)) for name in AUS]
+    understood = f"**Understood as:** {reading.summary()}"
+    if reading.matches:
+        understood += "  \n" + "; ".join(reading.matches)
+    return [understood, *expression, gr.update(value=round(reading.intensity, 2)),
+            gr.update(value=bool(reading.aus)), *au_values]
+
+
+def build_synthesize_tab() -> None:
+    with gr.Tab("Synthesize", id="synthesize"):
+        gr.Markdown("Move the sliders or describe a face: a new person drawn by the generator, or your own face "
+                    "re-expressed. The recognizer's reading of the result is shown next to it.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                text = gr.Textbox(label="Describe a face", placeholder="a slightly surprised woman raising her eyebrows",
+                                  max_length=500)
+                apply = gr.Button("Apply text")
+                understood = gr.Markdown()
+                with gr.Accordion("Expression", open=True):
+                    expression = [gr.Slider(0, 1, value=1.0 if name == "happiness" else 0.0, step=0.05, label=name)
+                                  for name in EXPRESSIONS]
+                    intensity = gr.Slider(0, 1, value=1.0, step=0.05, label="intensity")
+                use_aus = gr.Checkbox(value=False, label="Set action units with the sliders (otherwise typical for "
+                                                       "the expression)")
+                au_sliders = {}
+                with gr.Accordion("Upper-face action units", open=False):
+                    for name in AUS:
+                        if name in UPPER_FACE_AUS:
+                            au_sliders[name] = gr.Slider(0, 1, value=0.0, step=0.05, label=f"{name} {AU_NAMES[name]}")
+                with gr.Accordion("Lower-face action units", open=False):
+                    for name in AUS:
+                        if name not in UPPER_FACE_AUS:
+                            au_sliders[name] = gr.Slider(0, 1, value=0.0, step=0.05, label=f"{name} {AU_NAMES[name]}")
+                aus = [au_sliders[name] for name in AUS]
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="seed (identity)", minimum=0, maximum=2**31 - 1)
+                    new_identity = gr.Button("New identity")
+                guidance = gr.Slider(0, 5, value=0.0, step=0.5, label="semantic guidance (recognizer gradient)")
+                source = gr.Radio(["New person", "My face"], value="New person", label="Face")
+                photo = gr.Image(sources=["upload", "webcam"], type="numpy", label="Your face (for 'My face')",
+                                 webcam_options=gr.WebcamOptions(mirror=False))
+            with gr.Column(scale=1):
+                result = gr.Image(label="Result", type="numpy", format="png", elem_id="synth-result", height=DISPLAY_SIZE)
+                reading = gr.Label(num_top_classes=3, label="The recognizer reads", elem_id="synth-reading")
+                strip = gr.Image(label="Neutral → target", type="numpy", format="png")
+        inputs = [source, photo, seed, guidance, *expression, intensity, use_aus, *aus]
+        outputs = [result, reading, strip]
+        render = dict(fn=render_synthesis, inputs=inputs, outputs=outputs, show_progress="minimal",
+                      trigger_mode="always_last", concurrency_limit=2)
+        for control in [*expression, intensity, *aus, guidance]:
+            control.release(**render, api_visibility="private")
+        for control in (seed, source, photo, use_aus):
+            control.change(**render, api_visibility="private")
+        go = gr.Button("Render", variant="primary")
+        go.click(**render, api_name="synthesize")
+        new_identity.click(lambda: random.randrange(2**31 - 1), outputs=seed, api_visibility="private")
+        apply.click(apply_text, inputs=text, outputs=[understood, *expression, intensity, use_aus, *aus],
+                    api_name="parse_text").then(**render, api_visibility="private")
+        text.submit(apply_text, inputs=text, outputs=[understood, *expression, intensity, use_aus, *aus],
+                    api_visibility="private").then(**render, api_visibility="private")

@@ -1,0 +1,68 @@
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.labels import AUS, EXPRESSIONS
+from core.weights import REGISTRY
+
+pytestmark = pytest.mark.integration
+
+
+def controls(expression="happiness", intensity=1.0, use_aus=False, aus=None):
+    values = [1.0 if name == expression else 0.0 for name in EXPRESSIONS] + [intensity, use_aus]
+    return values + [(aus or {}).get(name, 0.0) for name in AUS]
+
+
+@pytest.fixture
+def tab(monkeypatch, tiny_synthesizer):
+    import demo.synthesize as tab
+
+    monkeypatch.setattr(tab, "get_synthesizer", lambda: tiny_synthesizer)
+    return tab
+
+
+def test_new_person_renders_face_reading_and_strip(tab):
+    face, reading, strip = tab.render_synthesis("New person", None, 3, 0.0, *controls("surprise"))
+    assert face.shape == (tab.DISPLAY_SIZE, tab.DISPLAY_SIZE, 3)
+    assert set(reading) == set(EXPRESSIONS) and abs(sum(reading.values()) - 1) < 1e-5
+    assert strip.shape == (96, 96 * tab.MORPH_STEPS, 3)
+    again, _, _ = tab.render_synthesis("New person", None, 3, 0.0, *controls("surprise"))
+    assert np.array_equal(face, again)
+
+
+def test_my_face_and_its_errors(tab, grace_hopper):
+    photo = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    face, _, _ = tab.render_synthesis("My face", photo, 0, 0.0, *controls("anger", use_aus=True, aus={"AU04": 1}))
+    assert face.shape[0] == tab.DISPLAY_SIZE
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        tab.render_synthesis("My face", None, 0, 0.0, *controls())
+    with pytest.raises(gr.Error, match="no face"):
+        tab.render_synthesis("My face", np.full((100, 100, 3), 128, np.uint8), 0, 0.0, *controls())
+    with pytest.raises(gr.Error, match="intensity"):
+        tab.render_synthesis("New person", None, 0, 0.0, *controls(intensity=float("nan")))
+
+
+def test_text_sets_the_sliders(tab):
+    outputs = tab.apply_text("a very happy man with a broad smile")
+    assert len(outputs) == 1 + len(EXPRESSIONS) + 2 + len(AUS)
+    assert "happiness" in outputs[0]
+    happiness = outputs[1 + EXPRESSIONS.index("happiness")]["value"]
+    assert happiness == 1.0
+    with pytest.raises(gr.Error):
+        tab.apply_text("x" * 10_000)
+
+
+def test_synthesize_endpoint_through_gradio_client(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    args = ["New person", None, 0, 0.0, *controls("happiness")]
+    if "generator" in REGISTRY:
+        face, reading, _ = client.predict(*args, api_name="/synthesize")
+        assert reading["label"] in EXPRESSIONS
+    else:
+        with pytest.raises(Exception, match="generator is not available"):
+            client.predict(*args, api_name="/synthesize")
+    understood = client.predict("a slightly surprised woman raising her eyebrows", api_name="/parse_text")
+    assert "surprise" in understood[0]
