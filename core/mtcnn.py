@@ -59,10 +59,9 @@ def _import_facenet_pytorch():
     if "facenet_pytorch" in sys.modules:
         return sys.modules["facenet_pytorch"]
     try:
+        import facenet_pytorch
         import torchvision.ops.boxes  # noqa: F401
         import torchvision.transforms.functional  # noqa: F401
-
-        import facenet_pytorch
 
         return facenet_pytorch
     except (ImportError, RuntimeError):

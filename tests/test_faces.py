@@ -75,9 +75,9 @@ def test_every_face_largest_first_and_none_on_blank(grace_hopper):
 
 @pytest.mark.integration
 def test_mtcnn_fallback_runs_offline(grace_hopper):
-    from core.mtcnn import load_mtcnn
-
     import sys
+
+    from core.mtcnn import load_mtcnn
 
     boxes, probs = load_mtcnn().detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
     assert len(boxes) == 1 and float(probs[0]) > 0.95
