@@ -1,6 +1,7 @@
 """Benchmarks that print JSON. Timings are wall-clock on this machine, median and p90.
 
     python -m core.bench live --json    # detect + align + recognize, 640x480 frame, one face
+    python -m core.bench synth --json   # generate one face; edit the face of a photo
 """
 
 from __future__ import annotations
@@ -85,13 +86,37 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
     }
 
 
+def bench_synth(runs: int = 100, warmup: int = 10, synthesizer=None) -> dict:
+    """Generate (one new face) and edit (the face of a 640x480 photo), each end to end."""
+    import torch
+
+    from core import get_synthesizer
+
+    synth = synthesizer or get_synthesizer()
+    frame = webcam_frame()
+    generate, edit = [], []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        synth.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=i, n=1)
+        t1 = time.perf_counter()
+        if i >= warmup:
+            generate.append((t1 - t0) * 1000)
+    for i in range(warmup + runs // 2):
+        t0 = time.perf_counter()
+        synth.edit(frame, expression={"surprise": 1.0})
+        t1 = time.perf_counter()
+        if i >= warmup:
+            edit.append((t1 - t0) * 1000)
+    return {"generate_ms": stats(generate), "edit_ms": stats(edit), "torch_threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench")
-    parser.add_argument("what", choices=("live",))
+    parser.add_argument("what", choices=("live", "synth"))
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = {"live": lambda: bench_live(args.frames)}[args.what]()
+    result = {"live": lambda: bench_live(args.frames), "synth": lambda: bench_synth(args.frames // 2)}[args.what]()
     sys.stdout.write(json.dumps(result if args.json else result, indent=None if args.json else 2) + "\n")
     return 0
 
