@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
 
 setup_venv() {
-    if [ ! -x .venv/bin/python ]; then
-        "$PYTHON" -m venv .venv
+    if [ ! -x .venv/bin/pip ]; then
+        # --clear: a half-made .venv (e.g. python3-venv missing on the first try) is rebuilt
+        "$PYTHON" -m venv --clear .venv
     fi
     # requirements.txt is a complete lock of the runtime. --no-deps installs exactly it: resolving
     # mediapipe's and facenet-pytorch's declared deps would pull a second OpenCV, jax, numpy<2 and a

@@ -101,10 +101,18 @@ def read_fer2013_csv(path: str | Path, split: str) -> LabelledFaces:
     images, labels = [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            for row in csv.DictReader(f):
+            reader = csv.DictReader(f)
+            if "Usage" not in (reader.fieldnames or []) and split != "train":
+                raise DatasetError(f"{path} has no Usage column, so it holds no {split} split (only train)")
+            for row in reader:
                 if row.get("Usage", usage) != usage:
                     continue
-                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
+                values = np.array(row["pixels"].split(), dtype=np.int64)
+                if values.size == 0 or values.min() < 0 or values.max() > 255:
+                    raise DatasetError(f"{path}: pixel values must be 0-255")
+                if not 0 <= int(row["emotion"]) < len(FER2013_TO_EXPRESSION):
+                    raise DatasetError(f"{path}: emotion {row['emotion']} is not a FER2013 label (0-6)")
+                pixels = values.astype(np.uint8)
                 side = int(round(np.sqrt(pixels.size)))
                 if side * side != pixels.size:
                     raise DatasetError(f"{path}: a row has {pixels.size} pixels, not a square image")

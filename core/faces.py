@@ -150,28 +150,24 @@ class FaceDetector:
 
     def _mesh_in_box(self, rgb: np.ndarray, box) -> np.ndarray:
         """Fit the mesh on a square crop around one box (so every face of a group photo gets one)."""
+        import cv2
+
         _, mesh = self._graphs()
-        h, w = rgb.shape[:2]
         x0, y0, x1, y1 = box
         side = max(x1 - x0, y1 - y0) * 2.0
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-        size = int(round(side))
-        crop = np.zeros((size, size, 3), np.uint8)
-        sx0, sy0, sx1, sy1 = max(0, left), max(0, top), min(w, left + size), min(h, top + size)
-        if sx1 <= sx0 or sy1 <= sy0:
+        if side < 4:
             return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
-        crop[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = rgb[sy0:sy1, sx0:sx1]
-        scale = 1.0
-        if size > 384:  # the mesh works at 192 px; a smaller crop is faster and as accurate
-            import cv2
-
-            scale = 384 / size
-            crop = cv2.resize(crop, (384, 384), interpolation=cv2.INTER_AREA)
-        result = mesh.process(crop)
+        left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
+        # The mesh works at 192 px: cut and shrink the crop in one warp (no full-size copy of a big photo).
+        out = int(min(384, round(side)))
+        scale = out / side
+        matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
+        crop = cv2.warpAffine(rgb, matrix, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(0, 0, 0))
+        result = mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
-        points = _landmarks_to_pixels(result.multi_face_landmarks[0], crop.shape[1], crop.shape[0]) / scale
+        points = _landmarks_to_pixels(result.multi_face_landmarks[0], out, out) / scale
         points[:, 0] += left
         points[:, 1] += top
         return points
@@ -233,13 +229,18 @@ def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def box_alignment_matrix(box, size: int) -> np.ndarray:
-    """Fallback framing from a detector box alone (no mesh): a square of the template's face extent."""
+    """Fallback framing from a detector box alone (no mesh).
+
+    A face detector's box spans the face from cheek to cheek and is centred near the nose tip:
+    map its width to the template's face width and its centre to the template's nose tip.
+    """
     x0, y0, x1, y1 = box
     t = FER_TEMPLATE * (size / FER_TEMPLATE_SIZE)
     t_side = t[:, 0].max() - t[:, 0].min()  # the template's face width
     scale = t_side / max(1e-6, x1 - x0)
     matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
-    matrix[:, 2] = t.mean(axis=0) - scale * np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    nose_tip = t[ALIGN_LANDMARKS.index(4)]
+    matrix[:, 2] = nose_tip - scale * np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     return matrix
 
 
@@ -250,6 +251,7 @@ def warp_grey(grey: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     factor = int(min(4, max(1, np.ceil(0.5 / max(scale, 1e-6)))))
     big = matrix * factor
+    big[:, 2] += (factor - 1) / 2  # pixel centres: small pixel u is big pixel factor * u + (factor - 1) / 2
     out = cv2.warpAffine(grey, big, (size * factor, size * factor), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if factor > 1:
         out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)

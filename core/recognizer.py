@@ -99,10 +99,12 @@ def recognizer_loss(
 ) -> torch.Tensor:
     """Soft cross-entropy against FER+ vote distributions, plus CE on FER2013 labels (-1 = none)."""
     loss = soft_cross_entropy(logits, soft_targets, class_weights)
-    if fer2013_logits is not None and fer2013_labels is not None and fer2013_weight > 0:
-        known = fer2013_labels >= 0
-        if bool(known.any()):
+    if fer2013_logits is not None:
+        known = fer2013_labels >= 0 if fer2013_labels is not None else None
+        if known is not None and fer2013_weight > 0 and bool(known.any()):
             loss = loss + fer2013_weight * F.cross_entropy(fer2013_logits[known].float(), fer2013_labels[known].long())
+        else:  # keep the head in the graph: DDP expects a gradient for every parameter at every step
+            loss = loss + 0.0 * fer2013_logits.sum()
     return loss
 
 
@@ -279,4 +281,6 @@ def _resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
     crops = crops if crops.dtype == np.uint8 else np.clip(crops, 0, 255).astype(np.uint8)
     if crops.shape[1:] == (size, size):
         return np.ascontiguousarray(crops)
+    if len(crops) == 0:
+        return np.zeros((0, size, size), np.uint8)
     return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])

@@ -7,6 +7,7 @@ few minutes, so a killed run resumes where it stopped with `--resume`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -99,14 +100,17 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun (or a test's spawn) set up: gloo on CPU, nccl on GPU."""
+def init_distributed(device: torch.device) -> tuple[torch.device, DistInfo]:
+    """Join the process group torchrun set up: gloo on CPU, nccl on GPU with one GPU per local rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo()
+        return device, DistInfo()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+    return device, DistInfo(dist.get_rank(), dist.get_world_size())
 
 
 def log_line(out: Path | None, record: dict, info: DistInfo) -> None:
@@ -126,8 +130,7 @@ def start_run(out_dir, device: str, model_config, train_config, resume: bool, ke
 
     `keep` names the train-config field the command line may change on resume (how long to run).
     """
-    dev = resolve_device(device)
-    info = init_distributed(dev)
+    dev, info = init_distributed(resolve_device(device))
     out = Path(out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +230,10 @@ def train_recognizer(
         keep="max_steps")
     last_path = out / "last.safetensors"
 
+    init_tensors = None
+    if init is not None and not state_tensors:  # fine-tuning: the weights bring their own config
+        init_tensors, init_meta = read_safetensors(init)
+        mc = RecognizerConfig.from_dict(init_meta["config"])
     torch.manual_seed(tc.seed)
     train = _trainable(load_split(data_dir, "train", mc.input_size))
     valid = load_split(data_dir, "valid", mc.input_size)
@@ -235,11 +242,12 @@ def train_recognizer(
     fer2013 = torch.from_numpy(train.fer2013_label)
     class_weights = class_weights_for(train.soft_targets, tc.class_balance).to(dev)
 
-    if init is not None and not state_tensors:
-        init_tensors, init_meta = read_safetensors(init)
-        mc = RecognizerConfig.from_dict(init_meta["config"])
+    if not (train.fer2013_label >= 0).any() or tc.fer2013_weight <= 0:
+        mc = dataclasses.replace(mc, num_fer2013_classes=0)  # no labels for that head: do not build it
     net = RecognizerNet(mc)
-    if init is not None and not state_tensors:
+    if init_tensors is not None:
+        if not mc.num_fer2013_classes:
+            init_tensors = {k: v for k, v in init_tensors.items() if not k.startswith("fer2013_head.")}
         net.load_state_dict(init_tensors)
     net = net.to(dev).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(net).eval()
@@ -268,6 +276,9 @@ def train_recognizer(
     if steps_per_epoch == 0:
         raise ValueError(f"train split has {len(train)} images, fewer than one batch of {tc.batch_size}")
     total_steps = steps_per_epoch * tc.epochs
+    if state_meta and state_meta.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+        raise ValueError(f"cannot resume: the run had {state_meta['steps_per_epoch']} steps per epoch, this one "
+                         f"{steps_per_epoch} (different data, batch size or number of processes)")
     use_amp = True
 
     def save_checkpoint() -> None:
@@ -278,7 +289,7 @@ def train_recognizer(
             last_path,
             {**model_tensors("model", net), **model_tensors("ema", ema), **opt_tensors},
             {"version": FORMAT_VERSION, "model_config": mc.to_dict(), "train_config": asdict(tc),
-             "optimizer": opt_meta, "step": step, "epoch": epoch, "best": best},
+             "optimizer": opt_meta, "step": step, "epoch": epoch, "best": best, "steps_per_epoch": steps_per_epoch},
         )
 
     last_save = time.time()

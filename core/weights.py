@@ -64,7 +64,10 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise WeightsError(f"{str(path)!r} is not a valid safetensors file: {error}") from error
-    metadata = {key: json.loads(value) for key, value in raw_meta.items()}
+    try:
+        metadata = {key: json.loads(value) for key, value in raw_meta.items()}
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{str(path)!r} has unreadable metadata: {error}") from error
     return tensors, metadata
 
 

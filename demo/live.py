@@ -91,7 +91,7 @@ def analyse_photo(image_path):
     except InputError as error:
         raise gr.Error(str(error)) from error
     summary = f"{len(faces)} face(s) found." if faces else "No face found in this photo."
-    return annotate(rgb, faces), probability_bars_html(faces), summary
+    return annotate(rgb, faces, max_side=1600), probability_bars_html(faces), summary
 
 
 def build_live_tab() -> None:

@@ -61,3 +61,17 @@ def test_missing_data_is_a_clear_error(tmp_path):
     (tmp_path / "train.npz").write_bytes(b"garbage")
     with pytest.raises(DatasetError):
         load_split(tmp_path, "train")
+
+
+def test_csv_without_usage_has_only_a_train_split(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("emotion,pixels\n3," + " ".join(["7"] * 2304) + "\n")
+    assert load_split(path, "train").images.shape == (1, 48, 48)
+    with pytest.raises(DatasetError, match="no Usage column"):
+        load_split(path, "test")
+    path.write_text("emotion,pixels,Usage\n9," + " ".join(["7"] * 2304) + ",Training\n")
+    with pytest.raises(DatasetError, match="not a FER2013 label"):
+        load_split(path, "train")
+    path.write_text("emotion,pixels,Usage\n1," + " ".join(["300"] * 2304) + ",Training\n")
+    with pytest.raises(DatasetError, match="0-255"):
+        load_split(path, "train")

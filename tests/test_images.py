@@ -92,3 +92,18 @@ def test_to_grey_matches_pil():
     ours = to_grey(rgb).astype(int)
     pils = np.asarray(Image.fromarray(rgb).convert("L")).astype(int)
     assert np.abs(ours - pils).max() <= 1
+
+
+def test_big_endian_16_bit_and_signed_arrays():
+    big_endian = np.full((4, 4), 65535, dtype=">u2")
+    assert (load_image(big_endian) == 255).all()
+    half = np.full((4, 4), 32896, dtype=">u2")
+    assert (load_image(half) == 128).all()
+    assert (load_image(np.full((4, 4), -5, np.int16)) == 0).all()
+
+
+def test_corrupt_tiff_is_a_typed_error():
+    data = _png_bytes(Image.new("L", (16, 16)), "TIFF")
+    corrupt = data[:8] + bytes(len(data) - 8)
+    with pytest.raises(ImageDecodeError):
+        load_image(corrupt)
