@@ -167,7 +167,10 @@ class FaceDetector:
         result = mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
-        points = _landmarks_to_pixels(result.multi_face_landmarks[0], out, out) / scale
+        points = _landmarks_to_pixels(result.multi_face_landmarks[0], out, out)
+        # back to image pixels (continuous coordinates; OpenCV's warp puts pixel centres at integers)
+        points[:, :2] = (points[:, :2] - 0.5) / scale + 0.5
+        points[:, 2] /= scale
         points[:, 0] += left
         points[:, 1] += top
         return points
@@ -245,13 +248,18 @@ def box_alignment_matrix(box, size: int) -> np.ndarray:
 
 
 def warp_grey(grey: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """Warp with anti-aliasing: render at up to 4x, then area-downsample (a big face is not aliased)."""
+    """Warp with anti-aliasing: render at up to 4x, then area-downsample (a big face is not aliased).
+
+    matrix maps image coordinates to crop coordinates, both continuous (pixel i spans [i, i + 1)).
+    """
     import cv2
 
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     factor = int(min(4, max(1, np.ceil(0.5 / max(scale, 1e-6)))))
+    # `matrix` works in continuous coordinates (pixel i spans [i, i + 1)), as MediaPipe's landmarks and
+    # FER_TEMPLATE do; OpenCV puts pixel i at i. Convert, for the image rendered `factor` times larger.
     big = matrix * factor
-    big[:, 2] += (factor - 1) / 2  # pixel centres: small pixel u is big pixel factor * u + (factor - 1) / 2
+    big[:, 2] += big[:, :2] @ np.array([0.5, 0.5]) - 0.5
     out = cv2.warpAffine(grey, big, (size * factor, size * factor), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if factor > 1:
         out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
