@@ -67,9 +67,11 @@ def parse_aus(aus) -> dict[str, float]:
 
 
 class Synthesizer:
-    def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory"):
+    def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory",
+                 d=None):
         self.g = g.to(device).eval()
         self.e = e.to(device).eval()
+        self.d = d.to(device).eval() if d is not None else None  # only for joint fine-tuning
         self.config: GeneratorConfig = g.config
         self.class_aus = {k: np.asarray(v, np.float32) for k, v in class_aus.items()}
         self.device = device
@@ -93,8 +95,14 @@ class Synthesizer:
             e.load_state_dict(strip_prefix(tensors, "e"))
         except RuntimeError as error:
             raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
+        d = None
+        if any(k.startswith("d.") for k in tensors):
+            from core.generator import DiscriminatorNet
+
+            d = DiscriminatorNet(config)
+            d.load_state_dict(strip_prefix(tensors, "d"))
         return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
-                   source=str(path) if path else f"shipped:{name}")
+                   source=str(path) if path else f"shipped:{name}", d=d)
 
     # -- conditions and identities
     def condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:

@@ -397,9 +397,12 @@ def class_mean_aus(aus: np.ndarray, labels: np.ndarray) -> dict[str, list[float]
     return out
 
 
-def export_generator(path: Path, g_ema, encoder, extra: dict) -> None:
+def export_generator(path: Path, g_ema, encoder, extra: dict, discriminator=None) -> None:
+    """Inference weights (EMA generator, encoder) and, for joint fine-tuning, the discriminator."""
     tensors = {**{f"g.{k}": v for k, v in g_ema.state_dict().items()},
                **{f"e.{k}": v for k, v in encoder.state_dict().items()}}
+    if discriminator is not None:
+        tensors.update({f"d.{k}": v for k, v in discriminator.state_dict().items()})
     metadata = {"kind": "generator", "version": FORMAT_VERSION, "config": g_ema.config.to_dict(), **extra}
     save_safetensors(path, tensors, metadata)
 
@@ -498,7 +501,7 @@ def train_generator(
         tensors.update({f"opt_d.{k}": v for k, v in d_t.items()})
         save_safetensors(last_path, tensors, {"version": FORMAT_VERSION, "model_config": mc.to_dict(),
                                               "train_config": asdict(tc), "opt_ge": ge_m, "opt_d": d_m, "step": step})
-        export_generator(out / "generator.safetensors", g_ema, e, {"class_aus": class_aus, "step": step})
+        export_generator(out / "generator.safetensors", g_ema, e, {"class_aus": class_aus, "step": step}, d)
 
     gen = torch.Generator().manual_seed(tc.seed * 7919 + step + info.rank)
     fixed_z = torch.randn(8, mc.z_dim, generator=torch.Generator().manual_seed(123)).to(dev)
