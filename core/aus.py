@@ -57,6 +57,22 @@ LIP_TOP, LIP_UPPER_INNER, LIP_LOWER_INNER, LIP_BOTTOM = 0, 13, 14, 17
 NOSE_BASE, NOSE_TIP, CHIN = 2, 4, 152
 
 
+# Pairs measured on the same movement in opposite directions (AU04 is the inner brow lowered, AU01
+# raised): a face can show one of each pair, so conditions must not ask for both.
+MEASURED_ANTAGONISTS = (("AU01", "AU04"),)
+
+
+def consistent_aus(aus):
+    """AU vectors [N, len(AUS)] (numpy or torch) with the weaker AU of each measured antagonist pair zeroed."""
+    out = aus.clone() if hasattr(aus, "clone") else np.array(aus, copy=True)
+    for a, b in MEASURED_ANTAGONISTS:
+        i, j = AUS.index(a), AUS.index(b)
+        a_wins = out[:, i] >= out[:, j]
+        out[:, j] = out[:, j] * ~a_wins if hasattr(out, "clone") else np.where(a_wins, 0.0, out[:, j])
+        out[:, i] = out[:, i] * a_wins if hasattr(out, "clone") else np.where(a_wins, out[:, i], 0.0)
+    return out
+
+
 # ---------------------------------------------------------------- pose normalisation
 
 def similarity_3d(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -31,7 +31,9 @@ def _read(recognizer, faces: list[np.ndarray]) -> np.ndarray:
 def controllability(synth, recognizer, seeds: int = 100) -> dict:
     per_class = {}
     for k, name in enumerate(EXPRESSIONS):
-        faces = synth.generate(expression={name: 1.0}, seed=10_000 + k, n=seeds)
+        z = synth.identities(10_000 + k, 1) if seeds < 1 else torch.cat(
+            [synth.identities(10_000 + 100 * k + i, min(50, seeds - i * 50)) for i in range((seeds + 49) // 50)])
+        faces = synth.render(z, synth.condition({name: 1.0}))
         per_class[name] = float((_read(recognizer, faces).argmax(axis=1) == k).mean())
     return {"overall": float(np.mean(list(per_class.values()))), "per_class": per_class, "seeds": seeds}
 

@@ -94,7 +94,9 @@ class GeneratorNet(nn.Module):
         self.films = nn.ModuleList()
         for c_in, c_out in zip(c[:-1], c[1:]):
             self.blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1))
-            self.norms.append(nn.BatchNorm2d(c_out, affine=False))
+            # Instance norm + FiLM (AdaIN-like): no batch statistics, so the EMA generator needs no
+            # re-estimated running stats and each face is independent of the others in its batch.
+            self.norms.append(nn.InstanceNorm2d(c_out, affine=False))
             self.films.append(FiLM(in_dim, c_out))
         self.refine = nn.Conv2d(c[-1], c[-1], 3, padding=1)
         self.to_image = nn.Conv2d(c[-1], 1, 3, padding=1)
@@ -191,3 +193,20 @@ def to_generator_range(crops_uint8: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [N, 1, H, W] in [-1, 1] -> uint8 [N, H, W]."""
     return images.squeeze(1).add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def latent_cycle_loss(encoder: nn.Module, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """E(G(z, c)) should give back z: the identity must survive whatever condition c asks for."""
+    return (encoder(fake) - z).abs().mean()
+
+
+def random_shift_flip(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.08) -> torch.Tensor:
+    """Differentiable random mirror and shift, so G cannot please the recognizer with pixel-exact patterns."""
+    n = len(images)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).to(images)
+    shift = ((torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift).to(images)
+    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = flip, 1.0
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

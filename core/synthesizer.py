@@ -167,18 +167,34 @@ class Synthesizer:
         with self._lock:
             return self.render(self.identities(seed, n), self.condition(expression, aus, intensity), guidance)
 
-    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> np.ndarray:
-        """The largest face of a real photo, re-expressed (uint8 grey, FER framing)."""
-        faces = self.recognizer().predict(image)
+    def encode_image(self, image) -> tuple[np.ndarray, torch.Tensor]:
+        """The largest face of a photo: its aligned crop and its identity code [1, z_dim]."""
+        from core.faces import align_face
+        from core.images import load_image, to_grey
+
+        rgb = load_image(image)
+        faces = self.recognizer().detector.detect(rgb)  # detection and alignment only: no classification
         if not faces:
             raise NoFaceError("no face was found in the image to edit")
+        crop = align_face(to_grey(rgb), faces[0], self.config.image_size)
+        return crop, self.encode(crop[None])
+
+    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
+             z: torch.Tensor | None = None) -> np.ndarray:
+        """The largest face of a real photo, re-expressed (uint8 grey, FER framing).
+
+        z: the photo's identity code from encode_image, to skip detecting it again.
+        """
+        if z is None:
+            _, z = self.encode_image(image)
         with self._lock:
-            z = self.encode(faces[0].crop[None])
             return self.render(z, self.condition(expression, aus, intensity), guidance)[0]
 
     def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, z: torch.Tensor | None = None
               ) -> list[np.ndarray]:
         """One person from neutral (intensity 0) to the target (intensity 1)."""
+        if not 2 <= int(steps) <= 32:
+            raise InputError(f"steps must be between 2 and 32, not {steps!r}")
         with self._lock:
             z = self.identities(seed, 1) if z is None else z
             return [self.render(z, self.condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]

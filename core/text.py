@@ -1,7 +1,7 @@
 """Text control (SynFER): a sentence -> expression mixture, intensity and AU targets, offline.
 
     parse_text("a slightly surprised woman raising her eyebrows")
-    -> TextReading(expression={"surprise": 1.0}, intensity=0.45, aus={"AU01": 0.45, "AU02": 0.45}, ...)
+    -> TextReading(expression={"surprise": 1.0}, intensity=0.4, aus={"AU01": 0.4, "AU02": 0.4}, ...)
 
 Words that name an expression (happy, furious, ...) and intensity words (slightly, very, ...) are
 read directly; everything else is matched by meaning with a sentence-embedding model
@@ -78,9 +78,10 @@ EXPRESSION_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
 }
 FILLER_WORDS = {"a", "an", "the", "face", "faces", "person", "man", "woman", "boy", "girl", "someone", "somebody",
                 "people", "child", "of", "who", "is", "with", "her", "his", "their", "looking", "looks"}
-AU_MATCH_THRESHOLD = 0.55
+AU_MATCH_THRESHOLD = 0.55  # cosine similarity a phrase needs to switch an AU on
 # AUs that pull the same feature opposite ways: a phrase can ask for one of them, not both.
-ANTAGONISTS = {"AU12": "AU15", "AU15": "AU12", "AU05": "AU45", "AU45": "AU05", "AU02": "AU04", "AU04": "AU02"}  # cosine similarity a clause needs to switch an AU on
+ANTAGONISTS = {"AU12": "AU15", "AU15": "AU12", "AU05": "AU45", "AU45": "AU05", "AU01": "AU04", "AU04": "AU01"}
+NEGATIONS = {"not", "no", "never", "without", "hardly", "nor"}  # cosine similarity a clause needs to switch an AU on
 
 
 @dataclass
@@ -140,7 +141,7 @@ def _words(text: str) -> list[str]:
 
 
 def _intensity_before(tokens: list[str], index: int) -> float | None:
-    before = " ".join(tokens[max(0, index - 3) : index])
+    before = " ".join(tokens[max(0, index - 2) : index])
     for pattern, value in INTENSITY_WORDS:
         if re.search(rf"\b({pattern})$", before) or re.search(rf"\b({pattern})\b", before):
             return value
@@ -163,8 +164,11 @@ def parse_text(text: str, use_embeddings: bool = True) -> TextReading:
     weights = np.zeros(len(EXPRESSIONS))
     intensities, matches = [], []
     for i, token in enumerate(tokens):
+        negated = any(t in NEGATIONS or t.endswith("n't") for t in tokens[max(0, i - 3) : i])
         for k, name in enumerate(EXPRESSIONS):
-            if token in EXPRESSION_WORDS[name]:
+            if token in EXPRESSION_WORDS[name] and negated:
+                matches.append(f"'{token}' ignored: negated")
+            elif token in EXPRESSION_WORDS[name]:
                 value = _intensity_before(tokens, i) or DEFAULT_INTENSITY
                 weights[k] += 1.0
                 intensities.append(value)

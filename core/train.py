@@ -41,8 +41,8 @@ def _generator(args: argparse.Namespace) -> int:
     train = GeneratorTrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, rec_weight=args.rec_weight,
         latent_weight=args.latent_weight, expression_weight=args.expression_weight, au_weight=args.au_weight,
-        recognizer_weight=args.recognizer_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
-        sample_every=args.sample_every,
+        recognizer_weight=args.recognizer_weight, cycle_weight=args.cycle_weight, seed=args.seed,
+        checkpoint_minutes=args.checkpoint_minutes, sample_every=args.sample_every,
     )
     result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
                              resume=args.resume, device=args.device)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(run=_recognizer)
 
     g = sub.add_parser("generator", help="train the expression generator (FESGAN stage 1)")
-    _run_arguments(g, batch_size=64, lr=2e-4)
+    _run_arguments(g, batch_size=32, lr=2e-4)
     g.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
     g.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
     g.add_argument("--steps", type=int, default=30000)
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--expression-weight", type=float, default=1.0)
     g.add_argument("--au-weight", type=float, default=10.0)
     g.add_argument("--recognizer-weight", type=float, default=1.0)
+    g.add_argument("--cycle-weight", type=float, default=2.0)
     g.add_argument("--sample-every", type=int, default=1000)
     g.add_argument("--z-dim", type=int, default=64)
     g.add_argument("--g-channels", type=int, nargs="+", default=[192, 96, 48, 24])

@@ -360,7 +360,7 @@ def train_recognizer(
 @dataclass
 class GeneratorTrainConfig:
     steps: int = 30000
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-4
     ema_decay: float = 0.999
     rec_weight: float = 10.0  # L1 reconstruction of real faces through E and G
@@ -368,6 +368,7 @@ class GeneratorTrainConfig:
     expression_weight: float = 1.0  # D's expression head on generated faces
     au_weight: float = 10.0  # D's AU head on generated faces
     recognizer_weight: float = 1.0  # the frozen recognizer reads the requested expression
+    cycle_weight: float = 2.0  # E(G(z, c)) = z: changing the condition keeps the person
     au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
     seed: int = 0
     checkpoint_minutes: float = 3.0
@@ -418,6 +419,7 @@ def train_generator(
     device: str = "auto",
 ) -> dict:
     """Stage 1: E, G, D and the latent critic, with the frozen recognizer as a semantic critic."""
+    from core.aus import consistent_aus
     from core.generator import (
         DiscriminatorNet,
         EncoderNet,
@@ -427,8 +429,10 @@ def train_generator(
         condition_from_targets,
         d_logistic_loss,
         g_nonsaturating_loss,
+        latent_cycle_loss,
         make_condition,
         masked_mse,
+        random_shift_flip,
         reconstruction_loss,
         soft_ce,
         to_generator_range,
@@ -441,15 +445,19 @@ def train_generator(
     last_path = out / "last.safetensors"
     torch.manual_seed(tc.seed + info.rank)
 
-    train = _trainable(load_split(data_dir, "train", mc.image_size))
-    aus_np = load_au_targets(data_dir, "train", au_cache, train.images)
+    full = load_split(data_dir, "train", mc.image_size)
+    aus_full = load_au_targets(data_dir, "train", au_cache, full.images)  # the cache indexes the full split
+    keep = np.flatnonzero(full.soft_targets.sum(axis=1) > 0)
+    train, aus_np = full.subset(keep), aus_full[keep]
+    labels = train.soft_targets.argmax(axis=1)
+    class_aus = class_mean_aus(aus_np, labels)
     au_known = torch.from_numpy(np.isfinite(aus_np[:, 0]))
-    aus = torch.from_numpy(np.nan_to_num(aus_np, nan=0.0)).float()
+    # Faces without a mesh get their class's typical AUs, not zeros (zeros would teach G to ignore AUs).
+    typical = np.array([class_aus[EXPRESSIONS[k]] for k in labels], np.float32)
+    aus = torch.from_numpy(np.where(np.isfinite(aus_np), aus_np, typical)).float()
     images = torch.from_numpy(train.images)
     targets = torch.from_numpy(train.soft_targets)
-    labels = train.soft_targets.argmax(axis=1)
     by_class = [torch.from_numpy(np.flatnonzero((labels == k) & au_known.numpy())) for k in range(len(EXPRESSIONS))]
-    class_aus = class_mean_aus(aus_np, labels)
 
     recognizer = Recognizer.load(path=recognizer_path, device=str(dev)) if recognizer_path else Recognizer.load(
         device=str(dev))
@@ -459,14 +467,14 @@ def train_generator(
     r_cfg = r_net.config
 
     g, e, d, dz = GeneratorNet(mc).to(dev), EncoderNet(mc).to(dev), DiscriminatorNet(mc).to(dev), LatentCriticNet(mc).to(dev)
-    g_ema = copy.deepcopy(g).eval()
-    for p in g_ema.parameters():
+    g_ema, e_ema = copy.deepcopy(g).eval(), copy.deepcopy(e).eval()
+    for p in list(g_ema.parameters()) + list(e_ema.parameters()):
         p.requires_grad_(False)
     opt_ge = torch.optim.Adam(list(g.parameters()) + list(e.parameters()), lr=tc.lr, betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(list(d.parameters()) + list(dz.parameters()), lr=tc.lr, betas=(0.5, 0.99))
     step = 0
     if state:
-        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema)):
+        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema), ("e_ema", e_ema)):
             net.load_state_dict(strip_prefix(state, prefix))
         unflatten_optimizer(opt_ge, strip_prefix(state, "opt_ge"), meta["opt_ge"])
         unflatten_optimizer(opt_d, strip_prefix(state, "opt_d"), meta["opt_d"])
@@ -486,14 +494,14 @@ def train_generator(
                 au[i] = aus[pool[torch.randint(0, len(pool), (1,), generator=gen)]]
         redraw = (torch.rand(n, mc.num_aus, generator=gen) < 0.3) & (torch.rand(n, 1, generator=gen) < tc.au_perturb)
         au = torch.where(redraw, torch.rand(n, mc.num_aus, generator=gen), au)
-        cond = make_condition(expression, intensity, au)
+        cond = make_condition(expression, intensity, consistent_aus(au))
         return cond, cond[:, : len(EXPRESSIONS)]
 
     def save_checkpoint():
         if not info.is_main:
             return
         tensors = {}
-        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema)):
+        for prefix, net in (("g", g), ("e", e), ("d", d), ("dz", dz), ("g_ema", g_ema), ("e_ema", e_ema)):
             tensors.update(model_tensors(prefix, net))
         ge_t, ge_m = flatten_optimizer(opt_ge)
         d_t, d_m = flatten_optimizer(opt_d)
@@ -501,7 +509,7 @@ def train_generator(
         tensors.update({f"opt_d.{k}": v for k, v in d_t.items()})
         save_safetensors(last_path, tensors, {"version": FORMAT_VERSION, "model_config": mc.to_dict(),
                                               "train_config": asdict(tc), "opt_ge": ge_m, "opt_d": d_m, "step": step})
-        export_generator(out / "generator.safetensors", g_ema, e, {"class_aus": class_aus, "step": step}, d)
+        export_generator(out / "generator.safetensors", g_ema, e_ema, {"class_aus": class_aus, "step": step}, d)
 
     gen = torch.Generator().manual_seed(tc.seed * 7919 + step + info.rank)
     fixed_z = torch.randn(8, mc.z_dim, generator=torch.Generator().manual_seed(123)).to(dev)
@@ -535,11 +543,14 @@ def train_generator(
         loss_d.backward()
         opt_d.step()
 
-        # --- G and E
+        # --- G and E (D and the latent critic only pass gradients through)
+        for p in list(d.parameters()) + list(dz.parameters()):
+            p.requires_grad_(False)
         with amp:
             adv_all, expr_all, au_all = d(torch.cat([fake_new, fake_rec]))
-            r_logits, _ = r_net(to_recognizer(fake_new))
+            r_logits, _ = r_net(to_recognizer(random_shift_flip(fake_new, gen)))
             z_logits = dz(z_real)
+            z_cycle = latent_cycle_loss(e, fake_new, z_prior)
         n = len(x)
         loss_g = (g_nonsaturating_loss(adv_all.float())
                   + tc.rec_weight * reconstruction_loss(fake_rec.float(), x)
@@ -547,11 +558,15 @@ def train_generator(
                   + tc.expression_weight * (soft_ce(expr_all[:n], expr_new) + soft_ce(expr_all[n:], t))
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
-                  + tc.recognizer_weight * soft_ce(r_logits, expr_new))
+                  + tc.recognizer_weight * soft_ce(r_logits, expr_new)
+                  + tc.cycle_weight * z_cycle.float())
         opt_ge.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_ge.step()
+        for p in list(d.parameters()) + list(dz.parameters()):
+            p.requires_grad_(True)
         ema_update(g_ema, g, tc.ema_decay if step > 1000 else 0.0)
+        ema_update(e_ema, e, tc.ema_decay if step > 1000 else 0.0)
         step += 1
 
         for key, value in (("d", loss_d), ("g", loss_g)):

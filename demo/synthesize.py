@@ -44,9 +44,9 @@ def render_synthesis(source: str, photo, seed, guidance, *controls):
         if source == "My face":
             if photo is None:
                 raise gr.Error("Upload a photo or take a webcam snapshot to edit your own face.")
+            _, z = synthesizer.encode_image(photo)
             face = synthesizer.edit(photo, expression=expression, aus=aus, intensity=intensity,
-                                    guidance=float(guidance))
-            z = synthesizer.encode(get_recognizer().predict(photo)[0].crop[None])
+                                    guidance=float(guidance), z=z)
             strip = synthesizer.morph(expression, aus, z=z, steps=MORPH_STEPS)
         else:
             face = synthesizer.generate(expression=expression, aus=aus, seed=seed, n=1, intensity=intensity,
@@ -122,8 +122,11 @@ def build_synthesize_tab() -> None:
                       trigger_mode="always_last", concurrency_limit=2)
         for control in [*expression, intensity, *aus, guidance]:
             control.release(**render, api_visibility="private")
-        for control in (seed, source, photo, use_aus):
-            control.change(**render, api_visibility="private")
+        # .input fires on the user's own changes only (not when "Apply text" sets them: that renders once).
+        for control in (source, use_aus):
+            control.input(**render, api_visibility="private")
+        seed.change(**render, api_visibility="private")
+        photo.upload(**render, api_visibility="private")
         go = gr.Button("Render", variant="primary")
         go.click(**render, api_name="synthesize")
         new_identity.click(lambda: random.randrange(2**31 - 1), outputs=seed, api_visibility="private")

@@ -71,3 +71,16 @@ def test_aus_of_fer_faces_follow_the_prototypes(fer_test):
 def test_recognizer_reports_aus(recognizer, grace_hopper):
     face = recognizer.predict(grace_hopper)[0]
     assert set(face.aus) == set(AUS) and all(0 <= v <= 1 for v in face.aus.values())
+
+
+def test_measured_antagonists_are_never_both_on():
+    import torch
+
+    from core.aus import consistent_aus
+
+    aus = np.zeros((2, len(AUS)))
+    aus[0, AUS.index("AU01")], aus[0, AUS.index("AU04")] = 0.7, 0.3
+    aus[1, AUS.index("AU01")], aus[1, AUS.index("AU04")] = 0.2, 0.9
+    for out in (consistent_aus(aus), consistent_aus(torch.tensor(aus)).numpy()):
+        assert out[0, AUS.index("AU01")] == pytest.approx(0.7) and out[0, AUS.index("AU04")] == 0
+        assert out[1, AUS.index("AU01")] == 0 and out[1, AUS.index("AU04")] == pytest.approx(0.9)

@@ -97,3 +97,16 @@ def test_edit_a_real_face_and_refuse_a_blank_one(tiny_synthesizer, grace_hopper)
     assert out.shape == (48, 48) and out.dtype == np.uint8
     with pytest.raises(NoFaceError):
         tiny_synthesizer.edit(np.full((200, 200, 3), 128, np.uint8))
+
+
+def test_cycle_loss_and_recognizer_augmentation():
+    from core.generator import latent_cycle_loss, random_shift_flip
+
+    encoder = EncoderNet(TINY)
+    x = torch.rand(4, 1, 48, 48, requires_grad=True) * 2 - 1
+    z = encoder(x).detach()
+    assert latent_cycle_loss(encoder, x, z) == pytest.approx(0.0, abs=1e-6)
+    moved = random_shift_flip(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+    moved.sum().backward()  # differentiable: G still learns through it
+    assert x.grad is not None

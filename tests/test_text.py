@@ -37,3 +37,10 @@ def test_sentences_are_understood(text, expression, aus):
     assert aus <= set(reading.aus), reading.summary()
     assert "AU12" not in reading.aus or expression == "happiness"
     assert all(0 <= v <= 1 for v in reading.aus.values())
+
+
+def test_negated_expression_words_are_ignored():
+    reading = parse_text("not happy at all", use_embeddings=False)
+    assert reading.expression["happiness"] == 0
+    assert parse_text("a man who isn't smiling", use_embeddings=False).expression["happiness"] == 0
+    assert parse_text("a little boy smiling", use_embeddings=False).intensity == pytest.approx(0.85)
