@@ -105,7 +105,7 @@ def test_cycle_loss_and_recognizer_augmentation():
     encoder = EncoderNet(TINY)
     x = torch.rand(4, 1, 48, 48, requires_grad=True) * 2 - 1
     z = encoder(x).detach()
-    assert latent_cycle_loss(encoder, x, z) == pytest.approx(0.0, abs=1e-6)
+    assert float(latent_cycle_loss(encoder, x, z)) == pytest.approx(0.0, abs=1e-6)
     moved = random_shift_flip(x, torch.Generator().manual_seed(0))
     assert moved.shape == x.shape
     moved.sum().backward()  # differentiable: G still learns through it
