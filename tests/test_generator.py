@@ -103,9 +103,9 @@ def test_cycle_loss_and_recognizer_augmentation():
     from core.generator import latent_cycle_loss, random_shift_flip
 
     encoder = EncoderNet(TINY)
-    x = torch.rand(4, 1, 48, 48, requires_grad=True) * 2 - 1
+    x = (torch.rand(4, 1, 48, 48) * 2 - 1).requires_grad_(True)
     z = encoder(x).detach()
-    assert float(latent_cycle_loss(encoder, x, z)) == pytest.approx(0.0, abs=1e-6)
+    assert float(latent_cycle_loss(encoder, x, z).detach()) == pytest.approx(0.0, abs=1e-6)
     moved = random_shift_flip(x, torch.Generator().manual_seed(0))
     assert moved.shape == x.shape
     moved.sum().backward()  # differentiable: G still learns through it
