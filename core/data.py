@@ -17,7 +17,6 @@ from core.labels import EXPRESSIONS, FER2013_TO_EXPRESSION, expression_index
 SPLITS = ("train", "valid", "test")
 # FER2013's CSV names its splits by their challenge role.
 FER2013_CSV_USAGE = {"train": "Training", "valid": "PublicTest", "test": "PrivateTest"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -135,7 +134,7 @@ def read_class_folders(root: str | Path, size: int = 48) -> LabelledFaces:
     """DIR/<class>/*.png with face crops; class folder names may be synonyms (happy, angry, ...)."""
     from PIL import Image
 
-    from core.images import load_image
+    from core.images import IMAGE_SUFFIXES, load_image
 
     root = Path(root)
     images, labels, names = [], [], []

@@ -16,6 +16,7 @@ from core.errors import ImageDecodeError, ImageTooLargeError
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: larger than any phone photo, far below a bomb
 MIN_SIDE = 2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 

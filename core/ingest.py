@@ -1,0 +1,204 @@
+"""Labelled face uploads -> aligned crops and labels, with a reason for every file turned away.
+
+Three layouts: a zip of class folders (happy/img1.jpg, ...), images plus a CSV (filename,label),
+or images with one label for the whole batch. Everything is read in memory: nothing a user
+uploads is written to disk here. Zip members are checked before they are read: no absolute paths
+or "..", no links, no nested archives, bounded counts and sizes (declared and actual), bounded
+compression ratio.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from core.errors import InputError
+from core.images import IMAGE_SUFFIXES, load_image
+
+MAX_FILES = 2000
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_TOTAL_BYTES = 200 * 1024 * 1024
+MAX_COMPRESSION_RATIO = 200  # a zip bomb inflates thousands of times; photos barely compress
+
+
+class UploadError(InputError):
+    """An upload that cannot be read at all (not a zip, too large, no usable file)."""
+
+
+@dataclass
+class Ingested:
+    crops: np.ndarray  # uint8 [N, S, S], FER framing
+    labels: np.ndarray  # int64 [N], index into EXPRESSIONS
+    names: list[str]
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+
+def read_zip(data: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """Image members of a zip as (path, bytes), and (path, reason) for members turned away."""
+    if len(data) > MAX_TOTAL_BYTES:
+        raise UploadError(f"the upload is {len(data) / 1e6:.0f} MB; the limit is {MAX_TOTAL_BYTES // 10**6} MB")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise UploadError(f"the upload is not a readable zip file ({error})") from error
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_FILES:
+        raise UploadError(f"the zip holds {len(members)} files; the limit is {MAX_FILES}")
+    declared = sum(m.file_size for m in members)
+    if declared > MAX_TOTAL_BYTES:
+        raise UploadError(f"the zip would unpack to {declared / 1e6:.0f} MB; the limit is {MAX_TOTAL_BYTES // 10**6} MB")
+    files, rejected, seen, total = [], [], set(), 0
+    for member in members:
+        name = member.filename
+        path = PurePosixPath(name.replace("\\", "/"))
+        reason = None
+        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+            reason = "unsafe path (absolute or with '..')"
+        elif stat.S_ISLNK(member.external_attr >> 16):
+            reason = "symbolic link"
+        elif path.suffix.lower() in {".zip", ".tar", ".gz", ".7z", ".rar"}:
+            reason = "nested archive"
+        elif path.name.startswith(".") or "__MACOSX" in path.parts:
+            continue  # system clutter, not the user's data
+        elif path.suffix.lower() not in IMAGE_SUFFIXES and path.suffix.lower() != ".csv":
+            reason = "not an image file"
+        elif member.file_size > MAX_FILE_BYTES:
+            reason = f"larger than {MAX_FILE_BYTES // 10**6} MB"
+        elif member.compress_size and member.file_size / member.compress_size > MAX_COMPRESSION_RATIO:
+            reason = "suspicious compression ratio (zip bomb?)"
+        elif str(path).lower() in seen:
+            reason = "duplicate name"
+        if reason:
+            rejected.append((name, reason))
+            continue
+        seen.add(str(path).lower())
+        try:
+            with archive.open(member) as f:
+                content = f.read(MAX_FILE_BYTES + 1)  # never trust the declared size alone
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as error:
+            rejected.append((name, f"corrupt member ({type(error).__name__})"))
+            continue
+        if len(content) > MAX_FILE_BYTES:
+            rejected.append((name, f"larger than {MAX_FILE_BYTES // 10**6} MB"))
+            continue
+        total += len(content)
+        if total > MAX_TOTAL_BYTES:
+            raise UploadError(f"the zip unpacks to more than {MAX_TOTAL_BYTES // 10**6} MB")
+        files.append((str(path), content))
+    return files, rejected
+
+
+def read_label_csv(data: bytes) -> dict[str, str]:
+    """filename,label rows (header optional; comma, semicolon or tab; UTF-8 with or without BOM)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] in (["filename", "label"], ["file", "label"],
+                                                            ["image", "label"], ["name", "label"]):
+        rows = rows[1:]
+    labels = {}
+    for row in rows:
+        if len(row) < 2:
+            raise UploadError(f"CSV row {row!r} does not have two columns (filename,label)")
+        labels[PurePosixPath(row[0].strip().replace("\\", "/")).name.lower()] = row[1].strip()
+    if not labels:
+        raise UploadError("the CSV has no filename,label rows")
+    return labels
+
+
+def label_files(files: list[tuple[str, bytes]], csv_labels: dict[str, str] | None, batch_label: str | None
+                ) -> tuple[list[tuple[str, bytes, int]], list[tuple[str, str]]]:
+    """Attach a class index to every image: from the CSV, the batch label, or its class folder."""
+    from core.labels import expression_index
+
+    labelled, rejected = [], []
+    for name, content in files:
+        path = PurePosixPath(name)
+        if path.suffix.lower() == ".csv":
+            continue
+        if csv_labels is not None:
+            label = csv_labels.get(path.name.lower())
+            if label is None:
+                rejected.append((name, "not listed in the CSV"))
+                continue
+        elif batch_label is not None:
+            label = batch_label
+        elif len(path.parts) >= 2:
+            label = path.parts[-2]
+        else:
+            rejected.append((name, "no label: put it in a class folder, list it in a CSV or pick a batch label"))
+            continue
+        try:
+            labelled.append((name, content, expression_index(label)))
+        except InputError as error:
+            rejected.append((name, str(error)))
+    return labelled, rejected
+
+
+def ingest(files: list[tuple[str, bytes]], detector, size: int = 48, csv_labels: dict[str, str] | None = None,
+           batch_label: str | None = None, max_pixels: int | None = None) -> Ingested:
+    """Detect and align the largest face of every labelled image."""
+    from core.faces import align_face
+    from core.images import MAX_PIXELS, to_grey
+
+    labelled, rejected = label_files(files, csv_labels, batch_label)
+    crops, labels, names = [], [], []
+    for name, content, label in labelled:
+        try:
+            rgb = load_image(content, max_pixels=max_pixels or MAX_PIXELS)
+        except InputError as error:
+            rejected.append((name, str(error)))
+            continue
+        faces = detector.detect(rgb)
+        if not faces:
+            rejected.append((name, "no face found"))
+            continue
+        crops.append(align_face(to_grey(rgb), faces[0], size))
+        labels.append(label)
+        names.append(name)
+    return Ingested(np.stack(crops) if crops else np.zeros((0, size, size), np.uint8),
+                    np.array(labels, np.int64), names, rejected)
+
+
+def ingest_upload(paths_or_files, detector, size: int = 48, batch_label: str | None = None) -> Ingested:
+    """Uploaded files (zip of class folders, or images with a CSV or a batch label) -> Ingested."""
+    files: list[tuple[str, bytes]] = []
+    rejected: list[tuple[str, str]] = []
+    for item in paths_or_files:
+        name, content = _read_upload(item)
+        if name.lower().endswith(".zip"):
+            members, turned_away = read_zip(content)
+            files += members
+            rejected += turned_away
+        else:
+            files.append((name, content))
+    csvs = [content for name, content in files if name.lower().endswith(".csv")]
+    if len(csvs) > 1:
+        raise UploadError("more than one CSV file: upload one filename,label list")
+    csv_labels = read_label_csv(csvs[0]) if csvs else None
+    result = ingest(files, detector, size, csv_labels=csv_labels, batch_label=batch_label)
+    result.rejected = rejected + result.rejected
+    return result
+
+
+def _read_upload(item) -> tuple[str, bytes]:
+    if isinstance(item, tuple):
+        return item
+    from pathlib import Path
+
+    path = Path(item)
+    if path.stat().st_size > MAX_TOTAL_BYTES:
+        raise UploadError(f"{path.name} is larger than {MAX_TOTAL_BYTES // 10**6} MB")
+    return path.name, path.read_bytes()
