@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from demo.finetune import build_finetune_tab
 from demo.live import build_live_tab, close_live_session
 from demo.synthesize import build_synthesize_tab
 
@@ -17,5 +18,6 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             build_live_tab()
             build_synthesize_tab()
+            build_finetune_tab()
         demo.unload(close_live_session)
     return demo

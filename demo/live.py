@@ -9,6 +9,7 @@ import gradio as gr
 
 from core import InputError, get_recognizer
 from demo.render import annotate, au_bars_html, probability_bars_html
+from demo.session_models import SESSION_MODELS, session_key
 
 STREAM_EVERY_S = 0.1
 STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
@@ -57,8 +58,9 @@ def live_frame(frame, mirror_view: bool, request: gr.Request):
     """One webcam frame -> (annotated frame, top-face probabilities, status line, its AU bars)."""
     if frame is None:
         return None, {}, "Waiting for the camera…", ""
-    key = getattr(request, "session_hash", None) or "anonymous"
+    key = session_key(request) or "anonymous"
     session = SESSIONS.get(key)
+    session.recognizer = SESSION_MODELS.recognizer(key)  # the session's fine-tuned model, if switched on
     started = time.perf_counter()
     try:
         faces = session.process(frame)
@@ -74,12 +76,14 @@ def live_frame(frame, mirror_view: bool, request: gr.Request):
 
 
 def close_live_session(request: gr.Request) -> None:
-    key = getattr(request, "session_hash", None)
+    """The tab closed: free its tracker and drop its fine-tuned models and temp files."""
+    key = session_key(request)
     if key:
         SESSIONS.close(key)
+        SESSION_MODELS.reset(key)
 
 
-def analyse_photo(image_path):
+def analyse_photo(image_path, request: gr.Request = None):
     """An uploaded photo -> (annotated photo, per-face cards, summary)."""
     if image_path is None:
         raise gr.Error("Upload a photo first.")
@@ -87,7 +91,7 @@ def analyse_photo(image_path):
 
     try:
         rgb = load_image(image_path)
-        faces = get_recognizer().predict(rgb)
+        faces = SESSION_MODELS.recognizer(session_key(request)).predict(rgb)
     except InputError as error:
         raise gr.Error(str(error)) from error
     summary = f"{len(faces)} face(s) found." if faces else "No face found in this photo."

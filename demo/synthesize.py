@@ -7,18 +7,19 @@ import random
 import gradio as gr
 import numpy as np
 
-from core import EXPRESSIONS, InputError, get_recognizer, get_synthesizer
+from core import EXPRESSIONS, InputError
 from core.errors import WeightsError
 from core.labels import AU_NAMES, AUS
 from demo.render import UPPER_FACE_AUS, enlarge
+from demo.session_models import SESSION_MODELS, session_key
 
 DISPLAY_SIZE = 288
 MORPH_STEPS = 6
 
 
-def _synthesizer():
+def _synthesizer(request=None):
     try:
-        return get_synthesizer()
+        return SESSION_MODELS.synthesizer(session_key(request))
     except WeightsError as error:
         raise gr.Error(f"The generator is not available: {error}") from error
 
@@ -35,9 +36,9 @@ def controls_to_request(values: list) -> tuple[dict, float, dict | None]:
     return expression, intensity, aus
 
 
-def render_synthesis(source: str, photo, seed, guidance, *controls):
+def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.Request = None):
     """Everything the tab shows for the current controls: face, the recognizer's reading, morph strip."""
-    synthesizer = _synthesizer()
+    synthesizer = _synthesizer(request)
     try:
         expression, intensity, aus = controls_to_request(list(controls))
         seed = int(seed)
@@ -56,7 +57,7 @@ def render_synthesis(source: str, photo, seed, guidance, *controls):
         raise gr.Error(str(error)) from error
     except (TypeError, ValueError) as error:
         raise gr.Error(f"Invalid control value: {error}") from error
-    reading = get_recognizer().predict_crops(face[None])[0]
+    reading = SESSION_MODELS.recognizer(session_key(request)).predict_crops(face[None])[0]
     label = {name: float(p) for name, p in zip(EXPRESSIONS, reading)}
     strip_image = np.concatenate([enlarge(f, 96) for f in strip], axis=1)
     return enlarge(face, DISPLAY_SIZE), label, strip_image

@@ -16,9 +16,10 @@ def controls(expression="happiness", intensity=1.0, use_aus=False, aus=None):
 
 @pytest.fixture
 def tab(monkeypatch, tiny_synthesizer):
+    import demo.session_models as models
     import demo.synthesize as tab
 
-    monkeypatch.setattr(tab, "get_synthesizer", lambda: tiny_synthesizer)
+    monkeypatch.setattr(models, "get_synthesizer", lambda: tiny_synthesizer)
     return tab
 
 
