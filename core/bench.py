@@ -2,6 +2,7 @@
 
     python -m core.bench live --json    # detect + align + recognize, 640x480 frame, one face
     python -m core.bench synth --json   # generate one face; edit the face of a photo
+    python -m core.bench finetune --json  # ingest a 500-image upload; fine-tune on 100 faces
 """
 
 from __future__ import annotations
@@ -110,13 +111,68 @@ def bench_synth(runs: int = 100, warmup: int = 10, synthesizer=None) -> dict:
     return {"generate_ms": stats(generate), "edit_ms": stats(edit), "torch_threads": torch.get_num_threads()}
 
 
+def fer_upload_zip(data_dir: str, n: int) -> tuple[bytes, np.ndarray]:
+    """A zip of n real FER valid faces shown large on a grey canvas, in class folders."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from core.data import load_split
+    from core.labels import EXPRESSIONS
+
+    valid = load_split(data_dir, "valid")
+    index = np.flatnonzero(valid.ferplus_label >= 0)[:n]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for i in index:
+            canvas = Image.new("L", (400, 360), 128)
+            canvas.paste(Image.fromarray(valid.images[i]).resize((220, 220), Image.BICUBIC), (90, 70))
+            png = io.BytesIO()
+            canvas.save(png, format="PNG")
+            z.writestr(f"{EXPRESSIONS[valid.ferplus_label[i]]}/{i}.png", png.getvalue())
+    return buffer.getvalue(), valid.ferplus_label[index]
+
+
+def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500) -> dict:
+    """Ingest a 500-image upload; joint fine-tuning (the tab's default steps) on 100 uploaded faces."""
+    from core import get_recognizer
+    from core.errors import WeightsError
+    from core.ingest import ingest_upload
+    from core.joint import JointConfig, fine_tune
+
+    recognizer = get_recognizer()
+    archive, _ = fer_upload_zip(data_dir, uploads)
+    t0 = time.perf_counter()
+    data = ingest_upload([("upload.zip", archive)], recognizer.detector, recognizer.config.input_size)
+    ingest_s = time.perf_counter() - t0
+    try:
+        from core import get_synthesizer
+
+        synthesizer = get_synthesizer()
+    except WeightsError:
+        synthesizer = None
+    config = JointConfig(steps=steps, intra_weight=0.1 if synthesizer else 0.0, use_synthetic=synthesizer is not None)
+    t0 = time.perf_counter()
+    fine_tune(recognizer, synthesizer, list(data.crops[:100]), list(data.labels[:100]), config)
+    finetune_s = time.perf_counter() - t0
+    return {"finetune_100_s": round(finetune_s, 2), f"ingest_{uploads}_s": round(ingest_s, 2),
+            "faces_ingested": len(data.labels),
+            "steps": steps, "joint": synthesizer is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench")
-    parser.add_argument("what", choices=("live", "synth"))
+    parser.add_argument("what", choices=("live", "synth", "finetune"))
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+                                              / "fer2013plus"))
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=150, help="finetune: joint steps (the tab's default)")
+    parser.add_argument("--uploads", type=int, default=500, help="finetune: images in the upload to ingest")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = {"live": lambda: bench_live(args.frames), "synth": lambda: bench_synth(args.frames // 2)}[args.what]()
+    result = {"live": lambda: bench_live(args.frames), "synth": lambda: bench_synth(args.frames // 2),
+              "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads)}[args.what]()
     sys.stdout.write(json.dumps(result if args.json else result, indent=None if args.json else 2) + "\n")
     return 0
 

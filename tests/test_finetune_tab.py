@@ -1,13 +1,10 @@
 """The Fine-tune tab end to end through gradio_client, and its isolation between sessions."""
 
-import io
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from core.labels import EXPRESSIONS
 from demo.finetune import split_train_valid
 
 pytestmark = pytest.mark.integration
@@ -20,31 +17,16 @@ def test_stratified_hold_out():
     assert (labels[valid] == 0).sum() == 2 and (labels[valid] == 1).sum() == 1 and (labels[valid] == 2).sum() == 0
 
 
-def fer_zip(fer_valid, per_class: int = 6, classes=("neutral", "happiness", "surprise", "sadness")) -> bytes:
-    """Real FER valid faces, shown large on a grey canvas, in class folders named with synonyms."""
-    folder = {"neutral": "neutral", "happiness": "happy", "surprise": "surprised", "sadness": "sad"}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for name in classes:
-            index = np.flatnonzero(fer_valid.ferplus_label == EXPRESSIONS.index(name))[:per_class]
-            for i in index:
-                canvas = Image.new("L", (400, 360), 128)
-                canvas.paste(Image.fromarray(fer_valid.images[i]).resize((220, 220), Image.BICUBIC), (90, 70))
-                png = io.BytesIO()
-                canvas.save(png, format="PNG")
-                z.writestr(f"upload/{folder[name]}/{i}.png", png.getvalue())
-        z.writestr("upload/../escape.png", b"x")
-    return buffer.getvalue()
-
-
 def test_fine_tune_through_the_app_and_a_second_client_keeps_the_shipped_model(app_url, data_dir, tmp_path,
                                                                                grace_hopper, recognizer):
     from gradio_client import Client, handle_file
 
-    from core.data import load_split
+    from core.bench import fer_upload_zip
 
     archive = tmp_path / "faces.zip"
-    archive.write_bytes(fer_zip(load_split(data_dir, "valid")))
+    archive.write_bytes(fer_upload_zip(str(data_dir), 30)[0])
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("../escape.png", b"x")
     first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
     summary, rejected, before, after, _, matrices, download = first.predict(
         [handle_file(str(archive))], "(from folders or CSV)", 20, True, api_name="/fine_tune")
