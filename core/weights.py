@@ -38,7 +38,7 @@ REGISTRY: dict[str, WeightsInfo] = {
         WeightsInfo(
             name="recognizer",
             file="recognizer.safetensors",
-            sha256="8ece1cae61d74101b3189f0396a2008555d8430816c1fcff36ebfd713555f2e0",
+            sha256="71d13b851fe9df7780a11c9a64e20e49aabacf480f64c0b30e920f318d53f4fd",
             description="FER+ 8-class recognizer (+ FER2013 7-class head), 48x48 grey, EMA weights",
         ),
     )
@@ -103,6 +103,7 @@ def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadat
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights are not secrets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
