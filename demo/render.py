@@ -104,7 +104,7 @@ def probability_bars_html(faces) -> str:
         rows = _bar_rows({name: face.probs[name] for name in EXPRESSIONS}, COLOURS.get, bold=face.label)
         aus = (f"<details style='margin-top:6px'><summary>Action units</summary>{au_bars_html(face.aus)}</details>"
                if getattr(face, "aus", None) else "")
-        crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px'>" \
+        crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px;flex:none'>" \
             if getattr(face, "crop", None) is not None else ""
         cards.append(
             f"<div class='el-face' style='display:flex;gap:12px;padding:8px;border:1px solid #8884;"

@@ -24,6 +24,13 @@ def _synthesizer(request=None):
         raise gr.Error(f"The generator is not available: {error}") from error
 
 
+def generator_shipped() -> bool:
+    """A file check only: building the UI must not load models."""
+    from core.weights import REGISTRY, WEIGHTS_DIR
+
+    return "generator" in REGISTRY and (WEIGHTS_DIR / REGISTRY["generator"].file).is_file()
+
+
 def controls_to_request(values: list) -> tuple[dict, float, dict | None]:
     """Slider values in the tab's order -> (expression weights, intensity, AU overrides or None)."""
     n = len(EXPRESSIONS)
@@ -84,6 +91,9 @@ def build_synthesize_tab() -> None:
     with gr.Tab("Synthesize", id="synthesize"):
         gr.Markdown("Move the sliders or describe a face: a new person drawn by the generator, or your own face "
                     "re-expressed. The recognizer's reading of the result is shown next to it.")
+        if not generator_shipped():
+            gr.Markdown("**No trained generator is shipped yet** (`weights/generator.safetensors`): the text box "
+                        "below works, rendering faces does not. See the README's status.", elem_id="synth-notice")
         with gr.Row():
             with gr.Column(scale=1):
                 text = gr.Textbox(label="Describe a face", placeholder="a slightly surprised woman raising her eyebrows",
