@@ -87,6 +87,7 @@ class FaceDetector:
         self.use_mtcnn = use_mtcnn
         self._lock = threading.Lock()
         self._detector = None
+        self._close_detector = None
         self._mesh = None
         self._mtcnn = None
 
@@ -97,8 +98,12 @@ class FaceDetector:
             import mediapipe as mp
 
             if self.mode == "photo":
+                # Full range first (group photos, small faces), short range for close-ups it misses.
                 self._detector = mp.solutions.face_detection.FaceDetection(
                     model_selection=1, min_detection_confidence=self.min_confidence
+                )
+                self._close_detector = mp.solutions.face_detection.FaceDetection(
+                    model_selection=0, min_detection_confidence=self.min_confidence
                 )
                 self._mesh = mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
@@ -112,10 +117,10 @@ class FaceDetector:
 
     def close(self) -> None:
         with self._lock:
-            for graph in (self._detector, self._mesh):
+            for graph in (self._detector, self._close_detector, self._mesh):
                 if graph is not None:
                     graph.close()
-            self._detector = self._mesh = None
+            self._detector = self._close_detector = self._mesh = None
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         """Faces in an RGB uint8 image [H, W, 3], largest first; [] when there is none."""
@@ -139,10 +144,13 @@ class FaceDetector:
         detector, _ = self._graphs()
         h, w = rgb.shape[:2]
         boxes = []
-        for detection in detector.process(rgb).detections or []:
-            rel = detection.location_data.relative_bounding_box
-            box = (rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h)
-            boxes.append((_clip_box(box, w, h), float(detection.score[0]), "mediapipe"))
+        for graph in (detector, self._close_detector):
+            for detection in graph.process(rgb).detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = (rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h)
+                boxes.append((_clip_box(box, w, h), float(detection.score[0]), "mediapipe"))
+            if boxes:
+                break
         if not boxes and self.use_mtcnn:
             boxes = [(box, score, "mtcnn") for box, score in self._mtcnn_boxes(rgb)]
         boxes = sorted(boxes, key=lambda b: _area(b[0]), reverse=True)[: self.max_faces]

@@ -46,6 +46,7 @@ class JointConfig:
     intensity_low: float = 0.6
     augment: float = 1.0
     seed: int = 0
+    amp: bool = True  # bf16 autocast: 2-3x faster on CPUs with AVX-512 BF16 / AMX, and on GPUs
 
     def __post_init__(self):
         if self.pseudo_labels not in PSEUDO_LABEL_MODES:
@@ -148,6 +149,7 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     typical = torch.tensor(np.array([state.class_aus.get(name, [0.0] * (g.config.num_aus if g else 0))
                                      for name in EXPRESSIONS], np.float32)) if use_synth else None
     centres = torch.zeros(len(EXPRESSIONS), r_cfg.embed_dim, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
     started = time.time()
 
     def to_recognizer(x_gen: torch.Tensor) -> torch.Tensor:  # generator range [-1, 1] -> R's input
@@ -170,8 +172,8 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
             aus = (typical[requested] + 0.1 * torch.randn(n, typical.shape[1], generator=gen)).clamp(0, 1)
             cond = make_condition(F.one_hot(requested, len(EXPRESSIONS)).float(), intensity, aus).to(device)
             z = torch.randn(n, g.config.z_dim, generator=gen).to(device)
-            with torch.set_grad_enabled(update_g):
-                x_synth_gen = g(z, cond)
+            with torch.set_grad_enabled(update_g), autocast:
+                x_synth_gen = g(z, cond).float()
             requested = requested.to(device)
             with torch.no_grad():
                 ema_probs = r_ema(to_recognizer(x_synth_gen.detach()))[0].float().softmax(dim=1)
@@ -180,9 +182,11 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
             x_in = torch.cat([x_real, to_recognizer(x_synth_gen)])
         else:
             x_in = x_real
-        features = r.embedding(x_in)
-        logits8 = r.head(features)
-        logits7 = r.fer2013_head(features) if r.fer2013_head is not None else None
+        with autocast:
+            features = r.embedding(x_in.contiguous(memory_format=torch.channels_last))
+            logits8 = r.head(features)
+            logits7 = r.fer2013_head(features) if r.fer2013_head is not None else None
+        features = features.float()
         nr = len(x_real)
         y7 = y7_all[index].to(device) if y7_all is not None else None
         loss = recognizer_loss(logits8[:nr], logits7[:nr] if logits7 is not None else None, t_real, y7)
@@ -199,7 +203,8 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
                     record["loss_intra"] = float(intra.detach())
             record["kept"] = float(keep.float().mean())
             if update_g and d is not None and config.adv_weight > 0:
-                adv = g_nonsaturating_loss(d(x_synth_gen)[0].float())
+                with autocast:
+                    adv = g_nonsaturating_loss(d(x_synth_gen)[0].float())
                 loss = loss + config.adv_weight * adv
                 record["loss_adv"] = float(adv.detach())
         opt_r.zero_grad(set_to_none=True)

@@ -61,6 +61,18 @@ def test_grace_hopper_one_face_with_478_landmarks_in_image_pixels(grace_hopper):
 
 
 @pytest.mark.integration
+def test_close_up_faces_are_found_without_mtcnn(fer_test):
+    """A face filling most of the picture (the full-range model misses many) is found by MediaPipe."""
+    detector = FaceDetector("photo", use_mtcnn=False)
+    found = 0
+    for crop in fer_test.images[:30]:
+        canvas = Image.new("L", (400, 360), 128)
+        canvas.paste(Image.fromarray(crop).resize((220, 220), Image.BICUBIC), (90, 70))
+        found += len(detector.detect(np.asarray(canvas.convert("RGB")))) == 1
+    assert found >= 27
+
+
+@pytest.mark.integration
 def test_every_face_largest_first_and_none_on_blank(grace_hopper):
     photo = Image.open(grace_hopper).convert("RGB")
     small = photo.resize((photo.width // 2, photo.height // 2))
@@ -94,6 +106,7 @@ def test_mtcnn_used_when_mediapipe_finds_nothing(grace_hopper, monkeypatch):
             return type("R", (), {"detections": None})()
 
     monkeypatch.setattr(detector, "_detector", NoDetections())
+    monkeypatch.setattr(detector, "_close_detector", NoDetections())
     faces = detector.detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
     assert len(faces) == 1 and faces[0].detector == "mtcnn" and faces[0].has_landmarks
 
