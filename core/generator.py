@@ -30,6 +30,7 @@ class GeneratorConfig:
     d_channels: tuple[int, ...] = (32, 64, 128, 256)  # at 48, 24, 12, 6 px
     num_expressions: int = len(EXPRESSIONS)
     num_aus: int = len(AUS)
+    upsample: str = "bilinear"  # "nearest" leaves checkerboard patterns
 
     @property
     def cond_dim(self) -> int:
@@ -41,6 +42,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {"upsample": "nearest", **values}  # checkpoints from before the field existed used nearest
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
 
@@ -105,7 +107,7 @@ class GeneratorNet(nn.Module):
         zc = torch.cat([z, cond], dim=1)
         h = F.leaky_relu(self.fc(zc).view(len(z), -1, self.start, self.start), 0.2)
         for conv, norm, film in zip(self.blocks, self.norms, self.films):
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = F.interpolate(h, scale_factor=2, mode=self.config.upsample)
             h = F.leaky_relu(film(norm(conv(h)), zc), 0.2)
         h = F.leaky_relu(self.refine(h), 0.2)
         return torch.tanh(self.to_image(h))  # [-1, 1]

@@ -37,11 +37,13 @@ def _generator(args: argparse.Namespace) -> int:
     from core.generator import GeneratorConfig
     from core.training import GeneratorTrainConfig, train_generator
 
-    model = GeneratorConfig(z_dim=args.z_dim, g_channels=tuple(args.g_channels), d_channels=tuple(args.d_channels))
+    model = GeneratorConfig(z_dim=args.z_dim, g_channels=tuple(args.g_channels), d_channels=tuple(args.d_channels),
+                            upsample=args.upsample)
     train = GeneratorTrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, rec_weight=args.rec_weight,
         latent_weight=args.latent_weight, expression_weight=args.expression_weight, au_weight=args.au_weight,
-        recognizer_weight=args.recognizer_weight, cycle_weight=args.cycle_weight, seed=args.seed,
+        recognizer_weight=args.recognizer_weight, cycle_weight=args.cycle_weight,
+        recognizer_warmup=args.recognizer_warmup, seed=args.seed,
         checkpoint_minutes=args.checkpoint_minutes, sample_every=args.sample_every,
     )
     result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--au-weight", type=float, default=10.0)
     g.add_argument("--recognizer-weight", type=float, default=1.0)
     g.add_argument("--cycle-weight", type=float, default=2.0)
+    g.add_argument("--recognizer-warmup", type=int, default=0, help="ramp the recognizer loss up over N steps")
+    g.add_argument("--upsample", default="bilinear", choices=("bilinear", "nearest"))
     g.add_argument("--sample-every", type=int, default=1000)
     g.add_argument("--z-dim", type=int, default=64)
     g.add_argument("--g-channels", type=int, nargs="+", default=[192, 96, 48, 24])

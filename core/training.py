@@ -369,6 +369,7 @@ class GeneratorTrainConfig:
     au_weight: float = 10.0  # D's AU head on generated faces
     recognizer_weight: float = 1.0  # the frozen recognizer reads the requested expression
     cycle_weight: float = 2.0  # E(G(z, c)) = z: changing the condition keeps the person
+    recognizer_warmup: int = 0  # ramp the recognizer's weight up over this many steps (let G learn faces first)
     au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
     seed: int = 0
     checkpoint_minutes: float = 3.0
@@ -558,7 +559,7 @@ def train_generator(
                   + tc.expression_weight * (soft_ce(expr_all[:n], expr_new) + soft_ce(expr_all[n:], t))
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
-                  + tc.recognizer_weight * soft_ce(r_logits, expr_new)
+                  + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * soft_ce(r_logits, expr_new)
                   + tc.cycle_weight * z_cycle.float())
         opt_ge.zero_grad(set_to_none=True)
         loss_g.backward()
