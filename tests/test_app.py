@@ -86,3 +86,38 @@ def test_app_starts_quickly_on_the_port_the_host_asks_for():
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_starting_the_app_and_serving_a_page_contacts_no_outside_host(tmp_path):
+    """Every name lookup and connect() made while the app starts and serves its page is for loopback."""
+    code = f"""
+import socket, urllib.request
+attempts = []
+original = socket.socket.connect
+def connect(self, address):
+    host = address[0] if isinstance(address, tuple) else str(address)
+    attempts.append(host)
+    if not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+        raise OSError("outside connection attempted: " + host)
+    return original(self, address)
+socket.socket.connect = connect
+original_getaddrinfo = socket.getaddrinfo
+def getaddrinfo(host, *args, **kwargs):  # a name lookup is the first sign of an outside call
+    attempts.append(str(host))
+    return original_getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+import os
+os.environ.pop("GRADIO_ANALYTICS_ENABLED", None)
+import app
+demo = app.build_demo()
+demo.queue()
+demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port={free_port()}, quiet=True)
+urllib.request.urlopen(demo.local_url, timeout=10).read()
+local = ("localhost", "::1", "0.0.0.0", "None")
+outside = [h for h in attempts if not (h.startswith("127.") or h in local or h.startswith("/"))]
+print("OUTSIDE", outside)
+demo.close()
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "OUTSIDE []" in result.stdout, result.stdout[-2000:]
