@@ -47,7 +47,7 @@ def _generator(args: argparse.Namespace) -> int:
         checkpoint_minutes=args.checkpoint_minutes, sample_every=args.sample_every,
     )
     result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
-                             resume=args.resume, device=args.device)
+                             resume=args.resume, device=args.device, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
     g.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
     g.add_argument("--steps", type=int, default=30000)
+    g.add_argument("--init", default=None, help="continue from exported generator weights (.safetensors)")
     g.add_argument("--rec-weight", type=float, default=10.0)
     g.add_argument("--latent-weight", type=float, default=1.0)
     g.add_argument("--expression-weight", type=float, default=1.0)

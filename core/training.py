@@ -418,8 +418,13 @@ def train_generator(
     recognizer_path: str | Path | None = None,
     resume: bool = False,
     device: str = "auto",
+    init: str | Path | None = None,
 ) -> dict:
-    """Stage 1: E, G, D and the latent critic, with the frozen recognizer as a semantic critic."""
+    """Stage 1: E, G, D and the latent critic, with the frozen recognizer as a semantic critic.
+
+    `init` continues from exported generator weights (G, E, D; fresh optimizers and latent critic),
+    e.g. a committed work-in-progress checkpoint when the run folder is gone.
+    """
     from core.aus import consistent_aus
     from core.generator import (
         DiscriminatorNet,
@@ -467,7 +472,15 @@ def train_generator(
         p.requires_grad_(False)
     r_cfg = r_net.config
 
+    init_tensors = None
+    if init is not None and not state:
+        init_tensors, init_meta = read_safetensors(init)
+        mc = GeneratorConfig.from_dict(init_meta["config"])
     g, e, d, dz = GeneratorNet(mc).to(dev), EncoderNet(mc).to(dev), DiscriminatorNet(mc).to(dev), LatentCriticNet(mc).to(dev)
+    if init_tensors is not None:
+        for prefix, net in (("g", g), ("e", e), ("d", d)):
+            net.load_state_dict(strip_prefix(init_tensors, prefix))
+        step_offset = int(init_meta.get("step", 0))
     g_ema, e_ema = copy.deepcopy(g).eval(), copy.deepcopy(e).eval()
     for p in list(g_ema.parameters()) + list(e_ema.parameters()):
         p.requires_grad_(False)
@@ -480,6 +493,8 @@ def train_generator(
         unflatten_optimizer(opt_ge, strip_prefix(state, "opt_ge"), meta["opt_ge"])
         unflatten_optimizer(opt_d, strip_prefix(state, "opt_d"), meta["opt_d"])
         step = meta["step"]
+    elif init_tensors is not None:
+        step = step_offset  # keeps the recognizer warm-up and EMA schedule where the exported run was
 
     def to_recognizer(x):  # generator range [-1, 1] -> recognizer's normalised input
         return ((x + 1) / 2 - r_cfg.mean) / r_cfg.std

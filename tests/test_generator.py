@@ -110,3 +110,17 @@ def test_cycle_loss_and_recognizer_augmentation():
     assert moved.shape == x.shape
     moved.sum().backward()  # differentiable: G still learns through it
     assert x.grad is not None
+
+
+def test_training_continues_from_exported_weights(tiny_synthesizer, tmp_path):
+    from core.recognizer import RecognizerConfig, RecognizerNet
+    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+    from tests.conftest import write_tiny_npz_dataset
+
+    data = write_tiny_npz_dataset(tmp_path / "data", n=64)
+    recognizer = tmp_path / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)))
+    source = tiny_synthesizer.source
+    tc = GeneratorTrainConfig(steps=8, batch_size=8, sample_every=0, log_every=2, amp=False)
+    assert train_generator(data, tmp_path / "more", None, None, tc, recognizer_path=recognizer, device="cpu",
+                           init=source)["step"] == 8  # the export was at step 6: two more steps
