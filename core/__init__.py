@@ -3,6 +3,8 @@
 Importing `core` loads no model and starts nothing; the names below are imported on first use.
 """
 
+import threading
+
 from core.errors import ExpressionLabError, InputError, WeightsError
 from core.labels import AUS, EXPRESSIONS
 
@@ -30,7 +32,7 @@ def __getattr__(name: str):
 
 
 _shared: dict = {}
-_shared_lock = __import__("threading").Lock()
+_shared_lock = threading.Lock()
 
 
 def get_recognizer():

@@ -31,8 +31,9 @@ def _read(recognizer, faces: list[np.ndarray]) -> np.ndarray:
 def controllability(synth, recognizer, seeds: int = 100) -> dict:
     per_class = {}
     for k, name in enumerate(EXPRESSIONS):
-        z = synth.identities(10_000 + k, 1) if seeds < 1 else torch.cat(
-            [synth.identities(10_000 + 100 * k + i, min(50, seeds - i * 50)) for i in range((seeds + 49) // 50)])
+        # identities() draws at most 64 per call: 50 per seed block
+        z = torch.cat([synth.identities(10_000 + 100 * k + start // 50, min(50, seeds - start))
+                       for start in range(0, seeds, 50)])
         faces = synth.render(z, synth.condition({name: 1.0}))
         per_class[name] = float((_read(recognizer, faces).argmax(axis=1) == k).mean())
     return {"overall": float(np.mean(list(per_class.values()))), "per_class": per_class, "seeds": seeds}

@@ -25,7 +25,7 @@ from core.data import LabelledFaces, load_split
 from core.device import resolve_device
 from core.evaluate import evaluate_predictions
 from core.labels import EXPRESSIONS
-from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs, recognizer_loss
+from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs, recognizer_loss, soft_cross_entropy
 from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
 
 # ---------------------------------------------------------------- augmentation (pure functions)
@@ -201,8 +201,9 @@ class RecognizerTrainConfig:
     eval_every_epochs: int = 1
 
 
-def _trainable(data: LabelledFaces) -> LabelledFaces:
-    return data.subset(np.flatnonzero(data.soft_targets.sum(axis=1) > 0))
+def trainable_index(data: LabelledFaces) -> np.ndarray:
+    """Rows with an expression target (votes mostly "unknown" / "not a face" have none)."""
+    return np.flatnonzero(data.soft_targets.sum(axis=1) > 0)
 
 
 def class_weights_for(targets: np.ndarray, power: float) -> torch.Tensor:
@@ -235,7 +236,8 @@ def train_recognizer(
         init_tensors, init_meta = read_safetensors(init)
         mc = RecognizerConfig.from_dict(init_meta["config"])
     torch.manual_seed(tc.seed)
-    train = _trainable(load_split(data_dir, "train", mc.input_size))
+    full = load_split(data_dir, "train", mc.input_size)
+    train = full.subset(trainable_index(full))
     valid = load_split(data_dir, "valid", mc.input_size)
     images = torch.from_numpy(train.images)
     targets = torch.from_numpy(train.soft_targets)
@@ -440,7 +442,6 @@ def train_generator(
         masked_mse,
         random_shift_flip,
         reconstruction_loss,
-        soft_ce,
         to_generator_range,
     )
     from core.recognizer import Recognizer
@@ -453,7 +454,7 @@ def train_generator(
 
     full = load_split(data_dir, "train", mc.image_size)
     aus_full = load_au_targets(data_dir, "train", au_cache, full.images)  # the cache indexes the full split
-    keep = np.flatnonzero(full.soft_targets.sum(axis=1) > 0)
+    keep = trainable_index(full)
     train, aus_np = full.subset(keep), aus_full[keep]
     labels = train.soft_targets.argmax(axis=1)
     class_aus = class_mean_aus(aus_np, labels)
@@ -552,7 +553,7 @@ def train_generator(
             fake_adv, _, _ = d(torch.cat([fake_new, fake_rec]).detach())
             zr_logits, zp_logits = dz(z_real.detach()), dz(z_prior)
         loss_d = (d_logistic_loss(real_adv.float(), fake_adv.float())
-                  + tc.expression_weight * soft_ce(real_expr, t)
+                  + tc.expression_weight * soft_cross_entropy(real_expr, t)
                   + tc.au_weight * masked_mse(real_au, a, known)
                   + tc.latent_weight * d_logistic_loss(zp_logits.float(), zr_logits.float()))
         opt_d.zero_grad(set_to_none=True)
@@ -571,10 +572,10 @@ def train_generator(
         loss_g = (g_nonsaturating_loss(adv_all.float())
                   + tc.rec_weight * reconstruction_loss(fake_rec.float(), x)
                   + tc.latent_weight * g_nonsaturating_loss(z_logits.float())
-                  + tc.expression_weight * (soft_ce(expr_all[:n], expr_new) + soft_ce(expr_all[n:], t))
+                  + tc.expression_weight * (soft_cross_entropy(expr_all[:n], expr_new) + soft_cross_entropy(expr_all[n:], t))
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
-                  + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * soft_ce(r_logits, expr_new)
+                  + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * soft_cross_entropy(r_logits, expr_new)
                   + tc.cycle_weight * z_cycle.float())
         opt_ge.zero_grad(set_to_none=True)
         loss_g.backward()
