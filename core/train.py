@@ -4,6 +4,7 @@
     python -m core.train recognizer --data ... --out ... --resume
     python -m core.train generator --data ../shared/data/fer2013plus --au-cache ../runs/au_cache --out ../runs/generator
     torchrun --standalone --nproc_per_node 2 -m core.train recognizer --data ... --out ...
+    torchrun --standalone --nproc_per_node 2 -m core.train generator --data ... --au-cache ... --out ...
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _generator(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, rec_weight=args.rec_weight,
         latent_weight=args.latent_weight, expression_weight=args.expression_weight, au_weight=args.au_weight,
         recognizer_weight=args.recognizer_weight, cycle_weight=args.cycle_weight,
-        recognizer_warmup=args.recognizer_warmup, seed=args.seed,
+        recognizer_warmup=args.recognizer_warmup, au_perturb=args.au_perturb, seed=args.seed,
         checkpoint_minutes=args.checkpoint_minutes, sample_every=args.sample_every,
     )
     result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--recognizer-weight", type=float, default=0.3)
     g.add_argument("--cycle-weight", type=float, default=5.0)
     g.add_argument("--recognizer-warmup", type=int, default=2000, help="ramp the recognizer loss up over N steps")
+    g.add_argument("--au-perturb", type=float, default=0.5,
+                   help="share of synthetic conditions whose AUs are partly re-drawn, independent of the expression")
     g.add_argument("--upsample", default="bilinear", choices=("bilinear", "nearest"))
     g.add_argument("--sample-every", type=int, default=1000)
     g.add_argument("--z-dim", type=int, default=64)

@@ -113,6 +113,27 @@ def init_distributed(device: torch.device) -> tuple[torch.device, DistInfo]:
     return device, DistInfo(dist.get_rank(), dist.get_world_size())
 
 
+def broadcast_parameters(nets, info: DistInfo) -> None:
+    """Every rank starts from rank 0's weights (each seeded its own initialisation)."""
+    if info.world > 1:
+        for net in nets:
+            for tensor in list(net.parameters()) + list(net.buffers()):
+                dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(params, info: DistInfo) -> None:
+    """Data parallelism by hand: mean of every rank's gradients, so all ranks take the same step.
+
+    DistributedDataParallel assumes one forward and one backward per step; a GAN step runs G and D
+    several times with parameters frozen in between, which this keeps simple and correct.
+    """
+    if info.world > 1:
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= info.world
+
+
 def log_line(out: Path | None, record: dict, info: DistInfo) -> None:
     if not info.is_main:
         return
@@ -482,6 +503,7 @@ def train_generator(
         for prefix, net in (("g", g), ("e", e), ("d", d)):
             net.load_state_dict(strip_prefix(init_tensors, prefix))
         step_offset = int(init_meta.get("step", 0))
+    broadcast_parameters((g, e, d, dz), info)
     g_ema, e_ema = copy.deepcopy(g).eval(), copy.deepcopy(e).eval()
     for p in list(g_ema.parameters()) + list(e_ema.parameters()):
         p.requires_grad_(False)
@@ -509,10 +531,11 @@ def train_generator(
             pool = by_class[cls]
             if len(pool):
                 au[i] = aus[pool[torch.randint(0, len(pool), (1,), generator=gen)]]
-        redraw = (torch.rand(n, mc.num_aus, generator=gen) < 0.3) & (torch.rand(n, 1, generator=gen) < tc.au_perturb)
+        perturbed = torch.rand(n, generator=gen) < tc.au_perturb
+        redraw = (torch.rand(n, mc.num_aus, generator=gen) < 0.3) & perturbed[:, None]
         au = torch.where(redraw, torch.rand(n, mc.num_aus, generator=gen), au)
         cond = make_condition(expression, intensity, consistent_aus(au))
-        return cond, cond[:, : len(EXPRESSIONS)]
+        return cond, cond[:, : len(EXPRESSIONS)], ~perturbed
 
     def save_checkpoint():
         if not info.is_main:
@@ -532,16 +555,16 @@ def train_generator(
     fixed_z = torch.randn(8, mc.z_dim, generator=torch.Generator().manual_seed(123)).to(dev)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.amp)
     started, last_save = time.time(), time.time()
-    log_line(out, {"event": "start", "step": step, "train": len(train), "au_known": float(au_known.float().mean()),
+    log_line(out, {"event": "start", "step": step, "world": info.world, "train": len(train), "au_known": float(au_known.float().mean()),
                    "params_g": sum(p.numel() for p in g.parameters())}, info)
     running: dict[str, float] = {}
     while step < tc.steps:
-        index = torch.randint(0, len(train), (tc.batch_size,), generator=gen)
+        index = torch.randint(0, len(train), (max(1, tc.batch_size // info.world),), generator=gen)
         x = to_generator_range(images[index]).to(dev)
         x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen).to(dev) < 0.5, x, x.flip(-1))
         t, a, known = targets[index].to(dev), aus[index].to(dev), au_known[index].to(dev)
         cond_real = condition_from_targets(t, a)
-        cond_new, expr_new = (v.to(dev) for v in synthetic_conditions(len(x), gen))
+        cond_new, expr_new, typical_aus = (v.to(dev) for v in synthetic_conditions(len(x), gen))
         z_prior = torch.randn(len(x), mc.z_dim, generator=gen).to(dev)
 
         # --- D and latent critic
@@ -558,6 +581,7 @@ def train_generator(
                   + tc.latent_weight * d_logistic_loss(zp_logits.float(), zr_logits.float()))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        average_gradients(list(d.parameters()) + list(dz.parameters()), info)
         opt_d.step()
 
         # --- G and E (D and the latent critic only pass gradients through)
@@ -565,20 +589,24 @@ def train_generator(
             p.requires_grad_(False)
         with amp:
             adv_all, expr_all, au_all = d(torch.cat([fake_new, fake_rec]))
-            r_logits, _ = r_net(to_recognizer(random_shift_flip(fake_new, gen)))
+            # The recognizer judges only faces whose AUs fit their expression: on re-drawn AUs
+            # ("neutral, but AU12 at 0.9") it would fight the AU condition and G would learn to ignore AUs.
+            r_logits, _ = r_net(to_recognizer(random_shift_flip(fake_new[typical_aus], gen)))
             z_logits = dz(z_real)
             z_cycle = latent_cycle_loss(e, fake_new, z_prior)
         n = len(x)
+        recognizer_term = soft_cross_entropy(r_logits, expr_new[typical_aus]) if bool(typical_aus.any()) else 0.0
         loss_g = (g_nonsaturating_loss(adv_all.float())
                   + tc.rec_weight * reconstruction_loss(fake_rec.float(), x)
                   + tc.latent_weight * g_nonsaturating_loss(z_logits.float())
                   + tc.expression_weight * (soft_cross_entropy(expr_all[:n], expr_new) + soft_cross_entropy(expr_all[n:], t))
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
-                  + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * soft_cross_entropy(r_logits, expr_new)
+                  + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * recognizer_term
                   + tc.cycle_weight * z_cycle.float())
         opt_ge.zero_grad(set_to_none=True)
         loss_g.backward()
+        average_gradients(list(g.parameters()) + list(e.parameters()), info)
         opt_ge.step()
         for p in list(d.parameters()) + list(dz.parameters()):
             p.requires_grad_(True)
@@ -590,7 +618,7 @@ def train_generator(
             running[key] = running.get(key, 0.0) + float(value.detach())
         if step % tc.log_every == 0:
             with torch.no_grad():
-                r_acc = float((r_logits.argmax(1) == expr_new.argmax(1)).float().mean())
+                r_acc = float((r_logits.argmax(1) == expr_new[typical_aus].argmax(1)).float().mean().nan_to_num())
                 rec = float(reconstruction_loss(fake_rec.float(), x))
             log_line(out, {"event": "step", "step": step, **{k: round(v / tc.log_every, 4) for k, v in running.items()},
                            "rec_l1": round(rec, 4), "recognizer_acc": round(r_acc, 3),
@@ -602,6 +630,8 @@ def train_generator(
             save_checkpoint()
             last_save = time.time()
     save_checkpoint()
+    if info.world > 1:
+        dist.barrier()
     return {"step": step}
 
 

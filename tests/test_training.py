@@ -69,6 +69,33 @@ def test_same_cli_under_torchrun_with_two_cpu_processes(tiny_dataset, tmp_path):
     assert meta["step"] == 6
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+                    reason="torchrun not installed")
+def test_generator_cli_under_torchrun_with_two_cpu_processes(tmp_path):
+    from core.generator import GeneratorConfig, GeneratorNet
+    from core.training import export_recognizer
+    from tests.conftest import write_tiny_npz_dataset
+
+    data = write_tiny_npz_dataset(tmp_path / "data", n=64)
+    recognizer = tmp_path / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(TINY))
+    out = tmp_path / "gan"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node", "2",
+           "-m", "core.train", "generator", "--data", str(data), "--out", str(out), "--recognizer", str(recognizer),
+           "--steps", "4", "--batch-size", "8", "--z-dim", "8", "--g-channels", "16", "8", "4", "4",
+           "--d-channels", "4", "8", "8", "8", "--sample-every", "0", "--device", "cpu"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert next(r for r in records if r["event"] == "start")["world"] == 2
+    tensors, meta = read_safetensors(out / "generator.safetensors")
+    assert meta["step"] == 4
+    g = GeneratorNet(GeneratorConfig.from_dict(meta["config"]))
+    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
+
+
 def test_fine_tune_from_exported_weights(tiny_dataset, tmp_path):
     tc = RecognizerTrainConfig(epochs=10, batch_size=32, lr=0.1, warmup_steps=5, augment=0.0, max_steps=60)
     first = train_recognizer(tiny_dataset, tmp_path / "a", TINY, tc, device="cpu")
