@@ -31,6 +31,10 @@ class GeneratorConfig:
     num_expressions: int = len(EXPRESSIONS)
     num_aus: int = len(AUS)
     upsample: str = "bilinear"  # "nearest" leaves checkerboard patterns
+    # How E and D summarise their last feature map: "flatten" keeps where things are (a mouth
+    # corner here, an eyebrow there); "mean" (global average) threw that away: blurry
+    # reconstructions and a D that could not tell a face layout from a caricature.
+    summary: str = "flatten"
 
     @property
     def cond_dim(self) -> int:
@@ -42,7 +46,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {"upsample": "nearest", **values}  # checkpoints from before the field existed used nearest
+        values = {"upsample": "nearest", "summary": "mean", **values}  # what checkpoints from before these fields used
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
 
@@ -124,16 +128,26 @@ def _down_blocks(channels: tuple[int, ...], sn: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _summary_width(config: GeneratorConfig) -> int:
+    side = config.image_size // 2 ** (len(config.d_channels) - 1)
+    return config.d_channels[-1] * (side * side if config.summary == "flatten" else 1)
+
+
+def _summarise(h: torch.Tensor, summary: str) -> torch.Tensor:
+    return h.flatten(1) if summary == "flatten" else h.mean(dim=(2, 3))
+
+
 class EncoderNet(nn.Module):
     """Face -> identity code z (deterministic; the latent critic shapes their distribution)."""
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
+        self.summary = config.summary
         self.features = _down_blocks(config.d_channels, sn=False)
-        self.to_z = nn.Linear(config.d_channels[-1], config.z_dim)
+        self.to_z = nn.Linear(_summary_width(config), config.z_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_z(self.features(x).mean(dim=(2, 3)))
+        return self.to_z(_summarise(self.features(x), self.summary))
 
 
 class DiscriminatorNet(nn.Module):
@@ -141,14 +155,15 @@ class DiscriminatorNet(nn.Module):
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
+        self.summary = config.summary
         self.features = _down_blocks(config.d_channels, sn=True)
-        width = config.d_channels[-1]
+        width = _summary_width(config)
         self.adv = spectral_norm(nn.Linear(width, 1))
         self.expression = nn.Linear(width, config.num_expressions)
         self.aus = nn.Linear(width, config.num_aus)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.features(x).mean(dim=(2, 3))
+        h = _summarise(self.features(x), self.summary)
         return self.adv(h).squeeze(1), self.expression(h), torch.sigmoid(self.aus(h))
 
 

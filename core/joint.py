@@ -307,7 +307,7 @@ def fine_tune(recognizer, synthesizer, images, labels, config: JointConfig | Non
     if synthesizer is not None:
         state.generator = copy.deepcopy(synthesizer.g)
         state.discriminator = copy.deepcopy(synthesizer.d) if synthesizer.d is not None else None
-        state.class_aus = {k: list(v) for k, v in synthesizer.class_aus.items()}
+        state.class_aus = {k: np.asarray(v, float).tolist() for k, v in synthesizer.class_aus.items()}
     targets = F.one_hot(torch.from_numpy(index[used]), len(EXPRESSIONS)).float().numpy()
     run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop)
     new_recognizer = Recognizer(state.recognizer, recognizer.device, source="fine-tuned")

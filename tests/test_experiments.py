@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+
+from core.experiments import FEW_LABEL_METHODS, few_labels, merge_into, stratified_fraction, synthetic_pool
+from core.labels import EXPRESSIONS
+from tests.conftest import write_tiny_npz_dataset
+
+
+def test_stratified_fraction_keeps_every_class_and_the_share():
+    labels = np.repeat(np.arange(8), [400, 200, 100, 50, 20, 10, 5, 1])
+    rows = stratified_fraction(labels, 0.1, seed=0)
+    counts = np.bincount(labels[rows], minlength=8)
+    assert counts.tolist() == [40, 20, 10, 5, 2, 1, 1, 1]  # at least one face per class
+    assert len(np.unique(rows)) == len(rows)
+    assert not np.array_equal(rows, stratified_fraction(labels, 0.1, seed=1))
+
+
+def test_results_file_has_the_issue_format_and_merges(tmp_path):
+    path = tmp_path / "results" / "joint.json"
+    row = {"accuracy": 0.5, "accuracy_std": 0.01, "macro_f1": 0.4, "macro_f1_std": 0.02, "runs": []}
+    merge_into(path, "few_labels", {"10%": {"recognizer_only": row}}, {"steps": 1})
+    merge_into(path, "few_labels", {"10%": {"joint_intra_rdbp": {**row, "accuracy": 0.6}}}, {"steps": 1})
+    results = merge_into(path, "synthetic_only", {"real": row, "5x_rectified": {**row, "accuracy": 0.45}}, {})
+    assert results == json.loads(path.read_text())
+    assert results["few_labels"] == {"10%": {"recognizer_only": 0.5, "joint_intra_rdbp": 0.6}}
+    assert results["synthetic_only"] == {"real": 0.5, "5x_rectified": 0.45}
+    assert results["details"]["few_labels"]["10%"]["joint_intra_rdbp"]["accuracy_std"] == 0.01
+    assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_few_labels_runs_every_method(tiny_synthesizer, tmp_path):
+    data = write_tiny_npz_dataset(tmp_path / "data", n=64)
+    table = few_labels(str(data), tiny_synthesizer, fractions=[0.5], seeds=[0, 1], steps=2)
+    assert set(table["50%"]) == set(FEW_LABEL_METHODS)
+    for summary in table["50%"].values():
+        assert 0 <= summary["accuracy"] <= 1 and len(summary["runs"]) == 2
+        assert summary["runs"][0]["train_faces"] < 64
+
+
+def test_rectified_pool_drops_and_softens_labels(tiny_synthesizer):
+    import torch
+
+    from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet
+
+    mix = np.full(len(EXPRESSIONS), 1 / len(EXPRESSIONS))
+    crops, targets = synthetic_pool(tiny_synthesizer, 40, mix, seed=0)
+    assert crops.shape == (40, 48, 48) and crops.dtype == np.uint8
+    assert set(targets.max(axis=1)) == {1.0}  # the requests, one-hot
+
+    torch.manual_seed(0)
+    labeller = Recognizer(RecognizerNet(RecognizerConfig(widths=(8,), depths=(1,), embed_dim=8)).eval(),
+                          torch.device("cpu"))
+    crops_r, targets_r = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=0.12)
+    assert len(crops_r) == len(targets_r) <= 40
+    np.testing.assert_allclose(targets_r.sum(axis=1), 1, atol=1e-5)
+    assert (targets_r.max(axis=1) < 1).all()  # half request, half the labeller's reading
+
+
+@pytest.mark.slow
+def test_joint_cli_exports_both_models(tiny_synthesizer, tmp_path):
+    from core.recognizer import RecognizerConfig, RecognizerNet
+    from core.synthesizer import Synthesizer
+    from core.train import main
+    from core.training import export_recognizer
+    from core.weights import read_safetensors
+
+    data = write_tiny_npz_dataset(tmp_path / "data", n=64)
+    recognizer = tmp_path / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)))
+    out = tmp_path / "joint"
+    assert main(["joint", "--data", str(data), "--out", str(out), "--recognizer", str(recognizer),
+                 "--generator", tiny_synthesizer.source, "--steps", "3", "--batch-real", "8", "--batch-synth", "8",
+                 "--fraction", "0.5", "--device", "cpu"]) == 0
+    _, meta = read_safetensors(out / "recognizer.safetensors")
+    assert meta["kind"] == "recognizer" and meta["joint"]["intra_weight"] > 0 and meta["joint"]["rdbp"]
+    assert len(Synthesizer.load(path=out / "generator.safetensors", device="cpu").generate(n=2)) == 2
