@@ -193,6 +193,15 @@ def merge_into(path: Path, key: str, table: dict, settings: dict) -> dict:
     results[key] holds mean FER+ test accuracies, as the issue's format asks; the std, macro-F1 and
     every run are under results["details"][key].
     """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several experiment processes may finish at once
+        return _merge_locked(path, key, table, settings)
+
+
+def _merge_locked(path: Path, key: str, table: dict, settings: dict) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
     for name, row in table.items():
         details = results.setdefault("details", {}).setdefault(key, {})
@@ -202,8 +211,9 @@ def merge_into(path: Path, key: str, table: dict, settings: dict) -> dict:
         else:
             results.setdefault(key, {}).setdefault(name, {}).update({m: v["accuracy"] for m, v in row.items()})
             details.setdefault(name, {}).update(row)
-    results.setdefault("settings", {})[key] = settings
-    path.parent.mkdir(parents=True, exist_ok=True)
+    commands = results.get("settings", {}).get(key, {}).get("commands", [])
+    command = settings.pop("command", None)
+    results.setdefault("settings", {})[key] = {**settings, "commands": sorted(set(commands + [command] if command else commands))}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(path)  # atomic: a killed run never leaves half a file
@@ -240,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.experiment == "few-labels":
         settings["methods"] = {m: FEW_LABEL_METHODS[m] for m in args.methods}
-        table = few_labels(args.data, synthesizer, args.fractions, args.seeds, args.steps, args.methods, log)
-        results = merge_into(Path(args.out), "few_labels", table, settings)
+        for fraction in args.fractions:  # each finished row is saved: a stopped run keeps what it did
+            table = few_labels(args.data, synthesizer, [fraction], args.seeds, args.steps, args.methods, log)
+            results = merge_into(Path(args.out), "few_labels", table, dict(settings))
     else:
         from core import get_recognizer
 

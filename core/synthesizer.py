@@ -66,6 +66,25 @@ def parse_aus(aus) -> dict[str, float]:
     return out
 
 
+def _settle_antagonists(aus: np.ndarray, given: dict[str, float]) -> np.ndarray:
+    """The generator was trained on AU vectors with at most one AU of each measured antagonist pair
+    (AU01 inner brow raised / AU04 lowered). A slider the user set beats a typical value; between
+    two set sliders, or two typical values, the stronger wins."""
+    from core.aus import MEASURED_ANTAGONISTS
+
+    for a, b in MEASURED_ANTAGONISTS:
+        i, j = AUS.index(a), AUS.index(b)
+        if (a in given) != (b in given):
+            loser = j if a in given else i
+            if aus[i if loser == j else j] > 0:
+                aus[loser] = 0.0
+        elif aus[i] >= aus[j]:
+            aus[j] = 0.0
+        else:
+            aus[i] = 0.0
+    return aus
+
+
 class Synthesizer:
     def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory",
                  d=None):
@@ -118,6 +137,7 @@ class Synthesizer:
             typical = s * typical + (1 - s) * self.class_aus["neutral"]
         for name, value in given.items():
             typical[AUS.index(name)] = value
+        typical = _settle_antagonists(typical, given)
         return make_condition(torch.tensor(distribution, dtype=torch.float32)[None], torch.tensor([s]),
                               torch.from_numpy(typical)[None]).to(self.device)
 

@@ -595,11 +595,14 @@ def train_generator(
             z_logits = dz(z_real)
             z_cycle = latent_cycle_loss(e, fake_new, z_prior)
         n = len(x)
+        # Both expression critics judge only faces whose AUs fit their expression (see above).
         recognizer_term = soft_cross_entropy(r_logits, expr_new[typical_aus]) if bool(typical_aus.any()) else 0.0
+        expression_term = soft_cross_entropy(expr_all[:n][typical_aus], expr_new[typical_aus]) if bool(
+            typical_aus.any()) else 0.0
         loss_g = (g_nonsaturating_loss(adv_all.float())
                   + tc.rec_weight * reconstruction_loss(fake_rec.float(), x)
                   + tc.latent_weight * g_nonsaturating_loss(z_logits.float())
-                  + tc.expression_weight * (soft_cross_entropy(expr_all[:n], expr_new) + soft_cross_entropy(expr_all[n:], t))
+                  + tc.expression_weight * (expression_term + soft_cross_entropy(expr_all[n:], t))
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
                   + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * recognizer_term

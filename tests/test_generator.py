@@ -124,3 +124,17 @@ def test_training_continues_from_exported_weights(tiny_synthesizer, tmp_path):
     tc = GeneratorTrainConfig(steps=8, batch_size=8, sample_every=0, log_every=2, amp=False)
     assert train_generator(data, tmp_path / "more", None, None, tc, recognizer_path=recognizer, device="cpu",
                            init=source)["step"] == 8  # the export was at step 6: two more steps
+
+
+def test_a_set_au_slider_beats_the_typical_value_of_its_antagonist(tiny_synthesizer):
+    au01, au04 = AUS.index("AU01"), AUS.index("AU04")
+    aus = {name: [0.0] * len(AUS) for name in tiny_synthesizer.class_aus}
+    aus["neutral"][au01] = 0.3  # a typical inner-brow raise
+    synth = type(tiny_synthesizer)(tiny_synthesizer.g, tiny_synthesizer.e, aus, tiny_synthesizer.device)
+    offset = -len(AUS)
+    typical = synth.condition({"neutral": 1.0})[0, offset:]
+    assert typical[au01] == pytest.approx(0.3) and typical[au04] == 0
+    lowered = synth.condition({"neutral": 1.0}, {"AU04": 0.1})[0, offset:]
+    assert lowered[au04] == pytest.approx(0.1) and lowered[au01] == 0  # the slider wins though weaker
+    both = synth.condition({"neutral": 1.0}, {"AU01": 0.2, "AU04": 0.6})[0, offset:]
+    assert both[au04] == pytest.approx(0.6) and both[au01] == 0
