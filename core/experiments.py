@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", default="weights/results/joint.json")
         p.add_argument("--generator", default=None, help="generator .safetensors (default: the shipped one)")
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-        p.add_argument("--steps", type=int, default=1500, help="recognizer steps per run (batch 64 real)")
+        p.add_argument("--steps", type=int, default=600, help="recognizer steps per run (batch 64 real + 32 synthetic)")
     sub.choices["few-labels"].add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.25, 1.0])
     sub.choices["few-labels"].add_argument("--methods", nargs="+", default=list(FEW_LABEL_METHODS),
                                            choices=list(FEW_LABEL_METHODS))
