@@ -47,7 +47,8 @@ def _generator(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, rec_weight=args.rec_weight,
         latent_weight=args.latent_weight, expression_weight=args.expression_weight, au_weight=args.au_weight,
         recognizer_weight=args.recognizer_weight, cycle_weight=args.cycle_weight,
-        recognizer_warmup=args.recognizer_warmup, au_perturb=args.au_perturb, seed=args.seed,
+        recognizer_warmup=args.recognizer_warmup, au_perturb=args.au_perturb, au_critic=args.au_critic or "",
+        au_critic_weight=args.au_critic_weight, seed=args.seed,
         checkpoint_minutes=args.checkpoint_minutes, sample_every=args.sample_every,
     )
     result = train_generator(args.data, args.out, args.au_cache, model, train, recognizer_path=args.recognizer,
@@ -107,6 +108,15 @@ def _joint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _au_regressor(args: argparse.Namespace) -> int:
+    from core.training import AURegressorTrainConfig, train_au_regressor
+
+    result = train_au_regressor(args.data, args.au_cache, args.out, train_config=AURegressorTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed), device=args.device)
+    sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
 def _run_arguments(parser: argparse.ArgumentParser, batch_size: int, lr: float) -> None:
     """Arguments every training command shares."""
     parser.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
@@ -155,12 +165,25 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--recognizer-warmup", type=int, default=2000, help="ramp the recognizer loss up over N steps")
     g.add_argument("--au-perturb", type=float, default=0.5,
                    help="share of synthetic conditions whose AUs are partly re-drawn, independent of the expression")
+    g.add_argument("--au-critic", default=None, help="frozen AU regressor (.safetensors of `au-regressor`)")
+    g.add_argument("--au-critic-weight", type=float, default=0.0)
     g.add_argument("--upsample", default="bilinear", choices=("bilinear", "nearest"))
     g.add_argument("--sample-every", type=int, default=1000)
     g.add_argument("--z-dim", type=int, default=64)
     g.add_argument("--g-channels", type=int, nargs="+", default=[192, 96, 48, 24])
     g.add_argument("--d-channels", type=int, nargs="+", default=[32, 64, 128, 256])
     g.set_defaults(run=_generator)
+
+    a = sub.add_parser("au-regressor", help="train the CNN that reads mesh-measured AUs from pixels (G's AU critic)")
+    a.add_argument("--data", required=True)
+    a.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+    a.add_argument("--out", required=True, help="output .safetensors")
+    a.add_argument("--steps", type=int, default=3000)
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--lr", type=float, default=0.02)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="auto")
+    a.set_defaults(run=_au_regressor)
 
     j = sub.add_parser("joint", help="fine-tune recognizer and generator together (FESGAN stage 2, RDBP)")
     j.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")

@@ -23,9 +23,17 @@ from torch import nn
 
 from core.data import LabelledFaces, load_split
 from core.device import resolve_device
+from core.errors import WeightsError
 from core.evaluate import evaluate_predictions
-from core.labels import EXPRESSIONS
-from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs, recognizer_loss, soft_cross_entropy
+from core.labels import AUS, EXPRESSIONS
+from core.recognizer import (
+    RecognizerConfig,
+    RecognizerNet,
+    normalize_crops,
+    predict_probs,
+    recognizer_loss,
+    soft_cross_entropy,
+)
 from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
 
 # ---------------------------------------------------------------- augmentation (pure functions)
@@ -394,6 +402,8 @@ class GeneratorTrainConfig:
     cycle_weight: float = 5.0  # E(G(z, c)) = z: changing the condition keeps the person
     recognizer_warmup: int = 2000  # ramp the recognizer's weight up over this many steps (let G learn faces first)
     au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
+    au_critic: str = ""  # frozen AU regressor (python -m core.train au-regressor); "" = none
+    au_critic_weight: float = 0.0  # its MSE between requested and read AUs of generated faces
     seed: int = 0
     checkpoint_minutes: float = 3.0
     sample_every: int = 1000
@@ -420,6 +430,95 @@ def class_mean_aus(aus: np.ndarray, labels: np.ndarray) -> dict[str, list[float]
         rows = aus[(labels == k) & np.isfinite(aus[:, 0])]
         out[name] = np.round(rows.mean(axis=0), 4).tolist() if len(rows) else [0.0] * aus.shape[1]
     return out
+
+
+# ---------------------------------------------------------------- AU regressor (a frozen critic for G)
+
+@dataclass
+class AURegressorTrainConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 0.02
+    augment: float = 1.0
+    seed: int = 0
+
+
+def read_aus(au_net, x_gen: torch.Tensor) -> torch.Tensor:
+    """AU intensities [N, len(AUS)] an AU regressor reads from generator-range images [N, 1, H, W]."""
+    cfg = au_net.config
+    logits, _ = au_net(((x_gen + 1) / 2 - cfg.mean) / cfg.std)
+    return torch.sigmoid(logits)
+
+
+def load_au_regressor(path: str | Path, device) -> RecognizerNet:
+    tensors, meta = read_safetensors(path)
+    if meta.get("kind") != "au_regressor":
+        raise WeightsError(f"{path} does not hold AU regressor weights")
+    net = RecognizerNet(RecognizerConfig.from_dict(meta["config"]))
+    net.load_state_dict(tensors)
+    net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def train_au_regressor(data_dir, au_cache, out_path, model_config: RecognizerConfig | None = None,
+                       train_config: AURegressorTrainConfig | None = None, device: str = "auto") -> dict:
+    """A CNN that reads the mesh-measured AUs straight from pixels: differentiable, so G can be told
+    how far the AUs of its faces are from the requested ones (the mesh itself is not differentiable).
+
+    Trained on train faces, reported on valid: Spearman rho per AU between read and measured AUs.
+    """
+    splits = {}
+    for split in ("train", "valid"):
+        faces = load_split(data_dir, split)
+        aus = load_au_targets(data_dir, split, au_cache, faces.images)
+        known = np.flatnonzero(np.isfinite(aus[:, 0]))
+        splits[split] = (faces.images[known], aus[known])
+    net, rho = fit_au_regressor(*splits["train"], *splits["valid"], model_config, train_config, device)
+    metadata = {"kind": "au_regressor", "version": FORMAT_VERSION, "config": net.config.to_dict(), "aus": list(AUS),
+                "valid_spearman": rho, "train_config": asdict(train_config or AURegressorTrainConfig())}
+    save_safetensors(out_path, net.state_dict(), metadata)
+    return {"valid_spearman": rho}
+
+
+def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_images: np.ndarray, valid_aus: np.ndarray,
+                     model_config: RecognizerConfig | None = None, train_config: AURegressorTrainConfig | None = None,
+                     device: str = "auto") -> tuple[RecognizerNet, dict[str, float]]:
+    """uint8 crops [N, H, W] and AU intensities [N, len(AUS)] -> (net, valid Spearman rho per AU)."""
+    from scipy.stats import spearmanr
+
+    dev = resolve_device(device)
+    tc = train_config or AURegressorTrainConfig()
+    mc = model_config or RecognizerConfig(widths=(32, 64, 128), depths=(1, 2, 2), embed_dim=128, dropout=0.2,
+                                          num_classes=len(AUS), num_fer2013_classes=0)
+    torch.manual_seed(tc.seed)
+    x_train, y_train = torch.from_numpy(train_images), torch.from_numpy(train_aus).float()
+    net = RecognizerNet(mc).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(tc.seed)
+    for step in range(tc.steps):
+        for group in opt.param_groups:
+            group["lr"] = tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
+        index = torch.randint(0, len(x_train), (tc.batch_size,), generator=gen)
+        x = x_train[index].float().div(255).unsqueeze(1)
+        # Only photometric changes and mirroring: geometry is what the AUs measure.
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        gain = 1 + tc.augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
+        x = ((x - 0.5) * gain + 0.5 + tc.augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
+        logits, _ = net(((x - mc.mean) / mc.std).to(dev))
+        loss = F.mse_loss(torch.sigmoid(logits), y_train[index].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+    x_valid = torch.from_numpy(valid_images)
+    with torch.no_grad():
+        read = torch.cat([torch.sigmoid(net(normalize_crops(x_valid[i : i + 512], mc).to(dev))[0]).cpu()
+                          for i in range(0, len(x_valid), 512)]).numpy()
+    rho = {name: round(float(spearmanr(read[:, k], valid_aus[:, k]).statistic), 3) for k, name in enumerate(AUS)}
+    return net, rho
 
 
 def export_generator(path: Path, g_ema, encoder, extra: dict, discriminator=None) -> None:
@@ -493,6 +592,7 @@ def train_generator(
     for p in r_net.parameters():
         p.requires_grad_(False)
     r_cfg = r_net.config
+    au_net = load_au_regressor(tc.au_critic, dev) if tc.au_critic and tc.au_critic_weight > 0 else None
 
     init_tensors = None
     if init is not None and not state:
@@ -594,6 +694,7 @@ def train_generator(
             r_logits, _ = r_net(to_recognizer(random_shift_flip(fake_new[typical_aus], gen)))
             z_logits = dz(z_real)
             z_cycle = latent_cycle_loss(e, fake_new, z_prior)
+            au_read = read_aus(au_net, random_shift_flip(fake_new, gen)) if au_net is not None else None
         n = len(x)
         # Both expression critics judge only faces whose AUs fit their expression (see above).
         recognizer_term = soft_cross_entropy(r_logits, expr_new[typical_aus]) if bool(typical_aus.any()) else 0.0
@@ -606,7 +707,9 @@ def train_generator(
                   + tc.au_weight * (F.mse_loss(au_all[:n].float(), cond_new[:, -mc.num_aus:])
                                     + masked_mse(au_all[n:], a, known))
                   + tc.recognizer_weight * min(1.0, step / max(1, tc.recognizer_warmup)) * recognizer_term
-                  + tc.cycle_weight * z_cycle.float())
+                  + tc.cycle_weight * z_cycle.float()
+                  + (tc.au_critic_weight * F.mse_loss(au_read.float(), cond_new[:, -mc.num_aus:])
+                     if au_read is not None else 0.0))
         opt_ge.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(list(g.parameters()) + list(e.parameters()), info)

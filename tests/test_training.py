@@ -106,3 +106,50 @@ def test_fine_tune_from_exported_weights(tiny_dataset, tmp_path):
     assert again["score"] >= first["score"] - 0.1
     _, meta = read_safetensors(tmp_path / "b" / "best.safetensors")
     assert tuple(meta["config"]["widths"]) == TINY.widths
+
+
+def test_au_regressor_learns_pixel_measurable_targets_and_critic_loads(tmp_path):
+    from core.labels import AUS
+    from core.training import AURegressorTrainConfig, fit_au_regressor, load_au_regressor, read_aus
+    from core.weights import save_safetensors
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (600, 48, 48)).astype(np.uint8)
+    images[:, 30:40, 12:36] = rng.integers(0, 256, (600, 1, 1))  # a "mouth" whose brightness is the target
+    targets = np.repeat(images[:, 35, 20:21] / 255.0, len(AUS), axis=1).astype(np.float32)
+    tiny = RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16, dropout=0.0, num_classes=len(AUS),
+                            num_fer2013_classes=0)
+    net, rho = fit_au_regressor(images[:500], targets[:500], images[500:], targets[500:], tiny,
+                                AURegressorTrainConfig(steps=150, batch_size=32, lr=0.05), device="cpu")
+    assert min(rho.values()) > 0.8, rho
+    path = tmp_path / "au.safetensors"
+    save_safetensors(path, net.state_dict(), {"kind": "au_regressor", "config": tiny.to_dict()})
+    critic = load_au_regressor(path, torch.device("cpu"))
+    assert not any(p.requires_grad for p in critic.parameters())
+    x = torch.zeros(2, 1, 48, 48, requires_grad=True)
+    read_aus(critic, x).sum().backward()  # differentiable towards the image, as G needs
+    assert x.grad is not None and read_aus(critic, x).shape == (2, len(AUS))
+
+
+def test_generator_trains_with_a_frozen_au_critic(tmp_path):
+    from core.generator import GeneratorConfig
+    from core.labels import AUS
+    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+    from core.weights import save_safetensors
+    from tests.conftest import write_tiny_npz_dataset
+
+    data = write_tiny_npz_dataset(tmp_path / "data", n=32)
+    recognizer = tmp_path / "recognizer.safetensors"
+    export_recognizer(recognizer, RecognizerNet(TINY))
+    critic_config = RecognizerConfig(widths=(8,), depths=(1,), embed_dim=8, num_classes=len(AUS), num_fer2013_classes=0)
+    critic = tmp_path / "au.safetensors"
+    save_safetensors(critic, RecognizerNet(critic_config).state_dict(), {"kind": "au_regressor",
+                                                                         "config": critic_config.to_dict()})
+    tc = GeneratorTrainConfig(steps=2, batch_size=8, sample_every=0, log_every=1, amp=False, au_critic=str(critic),
+                              au_critic_weight=5.0)
+    gc = GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
+    assert train_generator(data, tmp_path / "g", None, gc, tc, recognizer_path=recognizer, device="cpu")["step"] == 2
+    with pytest.raises(Exception, match="AU regressor"):
+        train_generator(data, tmp_path / "g2", None, gc, GeneratorTrainConfig(
+            steps=1, batch_size=8, sample_every=0, amp=False, au_critic=str(recognizer), au_critic_weight=1.0),
+            recognizer_path=recognizer, device="cpu")
