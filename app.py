@@ -9,15 +9,15 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from demo.app import build_demo  # noqa: E402  (the environment must be set before gradio is imported)
+from demo.app import LAUNCH_OPTIONS, build_demo  # noqa: E402  (the environment must be set before gradio is imported)
 
 
 def main() -> None:
-    demo = build_demo()
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo = build_demo()  # queue limits included
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **LAUNCH_OPTIONS,
     )
 
 

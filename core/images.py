@@ -10,13 +10,17 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageDecodeError, ImageTooLargeError
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: larger than any phone photo, far below a bomb
 MIN_SIDE = 2
+MAX_SIDE = 30_000  # MediaPipe's OpenCV aborts the whole process on a side of 32,767 pixels or more
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# Decoders tried on uploaded bytes: the formats above and no others, so a file cannot reach PIL's
+# rarer decoders (EPS would start Ghostscript). Phones' multi-picture JPEGs open as JPEG.
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 
@@ -47,13 +51,15 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def _open_and_convert(stream, what: str, max_pixels: int) -> np.ndarray:
     try:
-        with Image.open(stream) as image:
+        with Image.open(stream, formats=FORMATS) as image:
             _check_size(image.size, max_pixels)
             return pil_to_rgb(image, max_pixels)
     except (ImageDecodeError, ImageTooLargeError):
         raise
     except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"{what} is too large to decode: {error}") from error
+        raise ImageTooLargeError(f"{what} has more pixels than the limit of {max_pixels:,}") from error
+    except UnidentifiedImageError as error:  # its message names the server's temp file: say it plainly
+        raise ImageDecodeError(f"{what} is not a readable image (supported formats: {', '.join(FORMATS)})") from error
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 -- decoders raise many types on corrupt files; all mean "unreadable"
@@ -64,6 +70,8 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width < MIN_SIDE or height < MIN_SIDE:
         raise ImageDecodeError(f"the image is {width}x{height} pixels: too small to hold a face")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageTooLargeError(f"the image is {width}x{height} pixels; the longest side allowed is {MAX_SIDE:,}")
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
@@ -73,7 +81,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
 def pil_to_rgb(image: Image.Image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     _check_size(image.size, max_pixels)
     try:
-        if getattr(image, "n_frames", 1) > 1:
+        if image.tell() != 0:  # tell, not n_frames: counting pages walks the whole file (a TIFF may hold millions)
             image.seek(0)
         image.load()
         image = ImageOps.exif_transpose(image)

@@ -232,6 +232,10 @@ class Recognizer:
         array = np.asarray(crops)
         if array.ndim != 3 or array.shape[1] < 2 or array.shape[2] < 2:
             raise InputError(f"crops must be a uint8 array [N, H, W]; got shape {array.shape}")
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InputError(f"crops must be a uint8 array [N, H, W]; got dtype {array.dtype}")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise InputError("crops contain NaN or infinite values")
         array = _resize_crops(array, self.config.input_size)
         p8, p7 = predict_probs(self.net, torch.from_numpy(array), self.device)
         p8 = p8.numpy()

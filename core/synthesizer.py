@@ -85,6 +85,24 @@ def _settle_antagonists(aus: np.ndarray, given: dict[str, float]) -> np.ndarray:
     return aus
 
 
+def check_guidance(strength) -> float:
+    try:
+        value = float(strength)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"guidance strength must be a number in [0, 10], not {strength!r}") from error
+    if not math.isfinite(value) or value < 0 or value > 10:
+        raise InputError(f"guidance strength must be in [0, 10], not {strength!r}")
+    return value
+
+
+def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> None:
+    """Raise InputError naming the first bad control; needs no model (the UI checks before loading one)."""
+    parse_expression(expression)
+    parse_aus(aus)
+    _finite_unit(intensity, "intensity")
+    check_guidance(guidance)
+
+
 class Synthesizer:
     def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory",
                  d=None):
@@ -167,9 +185,7 @@ class Synthesizer:
     def guide(self, z: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, strength: float,
               steps: int = 5) -> torch.Tensor:
         """Semantic guidance (SynFER): move z up the recognizer's log-probability of the target expression."""
-        strength = float(strength)
-        if not math.isfinite(strength) or strength < 0 or strength > 10:
-            raise InputError(f"guidance strength must be in [0, 10], not {strength!r}")
+        strength = check_guidance(strength)
         recognizer = self.recognizer()
         r_cfg = recognizer.net.config
         z = z.detach().clone().requires_grad_(True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import os
 import queue
 import threading
@@ -47,84 +48,144 @@ def confusion_html(confusion, title: str) -> str:
             f"<div style='font-size:11px'>rows: true class, columns: predicted</div></div>")
 
 
+def _text(value) -> str:
+    """User-made text (file names, CSV cells) for a gr.Error, which gradio renders as HTML: shown as typed."""
+    return html.escape(str(value), quote=False)
+
+
+def _check_request(files, batch_label, steps) -> tuple[int, str | None]:
+    """(steps, batch label or None), or gr.Error naming what is wrong (the API can send anything)."""
+    from core.labels import expression_index
+
+    if not files:
+        raise gr.Error("Upload a zip of class folders, or images with a CSV or a batch label.")
+    try:
+        steps = float(steps)
+    except (TypeError, ValueError) as error:
+        raise gr.Error(f"Steps must be a number between 10 and {MAX_STEPS}, not {_text(repr(steps))}.") from error
+    if not (math.isfinite(steps) and 10 <= steps <= MAX_STEPS):
+        raise gr.Error(f"Steps must be between 10 and {MAX_STEPS}, not {steps}.")
+    label = None if batch_label in (None, "", "(from folders or CSV)") else batch_label
+    if label is not None:
+        try:
+            expression_index(label)
+        except InputError as error:
+            raise gr.Error(_text(error)) from error
+    return int(steps), label
+
+
 def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
-    """Ingest, hold out, measure, fine-tune (streaming curves), measure again. A generator: yields updates."""
+    """Ingest, hold out, measure, fine-tune (streaming curves), measure again. A generator: yields updates.
+
+    Reading the upload and training run in worker threads that stop when the run is cancelled, the tab
+    is closed (gradio closes this generator: `finally` below) or MAX_SECONDS have passed.
+    """
     from core.ingest import ingest_upload
     from core.joint import JointConfig, evaluate_crops, fine_tune
 
     key = session_key(request) or "anonymous"
-    if not files:
-        raise gr.Error("Upload a zip of class folders, or images with a CSV or a batch label.")
-    steps = int(steps)
-    if not 10 <= steps <= MAX_STEPS:
-        raise gr.Error(f"Steps must be between 10 and {MAX_STEPS}.")
+    steps, label = _check_request(files, batch_label, steps)
     recognizer = get_recognizer()
-    label = None if batch_label in (None, "", "(from folders or CSV)") else batch_label
-    try:
-        data = ingest_upload([getattr(f, "name", f) for f in files], recognizer.detector, recognizer.config.input_size,
-                             batch_label=label)
-    except InputError as error:
-        raise gr.Error(str(error)) from error
-    rejected = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>" for n, r in data.rejected[:200])
-    summary = f"**{len(data.labels)} faces** ready" + (f", {len(data.rejected)} files turned away:" if data.rejected
-                                                       else ".")
-    if len(data.labels) < 5:
-        raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
-                       + "; ".join(f"{n}: {r}" for n, r in data.rejected[:5]))
-    train, valid = split_train_valid(data.labels)
-    if len(valid) == 0:
-        train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
-        summary += " (too few faces per class to hold any out: before/after are measured on the training faces)"
-    before = evaluate_crops(recognizer.net, data.crops[valid], data.labels[valid], recognizer.device)
-    synthesizer = None
-    if joint:
-        try:
-            from core import get_synthesizer
-
-            synthesizer = get_synthesizer()
-        except WeightsError:
-            summary += " No generator is shipped yet: fine-tuning the recognizer alone."
-    config = JointConfig(steps=steps, intra_weight=0.1 if synthesizer else 0.0,
-                         use_synthetic=synthesizer is not None, batch_real=min(32, len(train)))
-    updates: queue.Queue = queue.Queue()
     stop = threading.Event()
-    result: dict = {}
     started = time.monotonic()
 
-    def work():
-        try:
-            result["value"] = fine_tune(recognizer, synthesizer, list(data.crops[train]), list(data.labels[train]),
-                                        config, on_step=updates.put,
-                                        should_stop=lambda: stop.is_set() or time.monotonic() - started > MAX_SECONDS)
-        except Exception as error:  # noqa: BLE001 -- reported to the user below, the session keeps its models
-            result["error"] = error
+    def out_of_time() -> bool:
+        return time.monotonic() - started > MAX_SECONDS
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    history: list[dict] = []
-    before_text = f"**Before:** accuracy {before['accuracy']:.1%}, macro-F1 {before['macro_f1']:.2f} on {len(valid)} held-out faces"
+    def should_stop() -> bool:
+        return stop.is_set() or out_of_time()
+
     try:
-        while thread.is_alive() or not updates.empty():
+        read: dict = {}
+
+        def read_upload():
             try:
-                while True:
-                    history.append(updates.get(timeout=0.5))
+                read["value"] = ingest_upload([getattr(f, "name", f) for f in files], recognizer.detector,
+                                              recognizer.config.input_size, batch_label=label, should_stop=should_stop)
+            except Exception as error:  # noqa: BLE001 -- reported below
+                read["error"] = error
+
+        reader = threading.Thread(target=read_upload, daemon=True, name=f"fine-tune-read-{key}")
+        reader.start()
+        while reader.is_alive():  # a large upload takes a while: keep the run cancellable meanwhile
+            reader.join(0.5)
+            if reader.is_alive():
+                yield ("Reading the upload…", "", "", "", _curves([]), "", None)
+        if "error" in read:
+            error = read["error"]
+            if out_of_time():
+                raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
+                               "upload fewer images.")
+            if isinstance(error, InputError):
+                raise gr.Error(_text(error)) from error
+            raise gr.Error(f"The upload could not be read ({type(error).__name__}).") from error
+        data = read["value"]
+        rejected = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>" for n, r in data.rejected[:200])
+        summary = f"**{len(data.labels)} faces** ready" + (f", {len(data.rejected)} files turned away:"
+                                                           if data.rejected else ".")
+        if len(data.labels) < 5:
+            raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
+                           + _text("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
+        train, valid = split_train_valid(data.labels)
+        if len(valid) == 0:
+            train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
+            summary += " (too few faces per class to hold any out: before/after are measured on the training faces)"
+        before = evaluate_crops(recognizer.net, data.crops[valid], data.labels[valid], recognizer.device)
+        synthesizer = None
+        if joint:
+            try:
+                from core import get_synthesizer
+
+                synthesizer = get_synthesizer()
+            except WeightsError:
+                summary += " No generator is shipped yet: fine-tuning the recognizer alone."
+        config = JointConfig(steps=steps, intra_weight=0.1 if synthesizer else 0.0,
+                             use_synthetic=synthesizer is not None, batch_real=min(32, len(train)))
+        updates: queue.Queue = queue.Queue()
+        result: dict = {}
+
+        def work():
+            try:
+                result["value"] = fine_tune(recognizer, synthesizer, list(data.crops[train]),
+                                            list(data.labels[train]), config, on_step=updates.put,
+                                            should_stop=should_stop)
+            except Exception as error:  # noqa: BLE001 -- reported to the user below, the session keeps its models
+                result["error"] = error
+
+        thread = threading.Thread(target=work, daemon=True, name=f"fine-tune-{key}")
+        thread.start()
+        history: list[dict] = []
+        before_text = (f"**Before:** accuracy {before['accuracy']:.1%}, macro-F1 {before['macro_f1']:.2f} on "
+                       f"{len(valid)} held-out faces")
+        while thread.is_alive() or not updates.empty():
+            # At most half a second between yields, however fast steps come: a yield is where gradio can
+            # cancel this run or notice a closed tab, and where the curves are redrawn.
+            until = time.monotonic() + 0.5
+            try:
+                while (left := until - time.monotonic()) > 0:
+                    history.append(updates.get(timeout=left))
             except queue.Empty:
                 pass
             progress((len(history), steps), desc="fine-tuning")
             yield (summary, f"<ul>{rejected}</ul>", before_text, "", _curves(history), "", None)
         thread.join()
+        if "error" in result:
+            raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}: "
+                           f"{_text(result['error'])})")
+        tuned = result["value"]
+        after = evaluate_crops(tuned.recognizer.net, data.crops[valid], data.labels[valid], tuned.recognizer.device)
+        try:
+            download = _export(key, tuned.recognizer)
+        except OSError as error:  # before the session switches: a failed save leaves it as it was
+            raise gr.Error(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
+                           ) from error
+        SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer)
     finally:
-        stop.set()  # cancelled or closed: the worker stops at its next step; the session keeps its models
-    if "error" in result:
-        raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}: "
-                       f"{result['error']})")
-    tuned = result["value"]
-    after = evaluate_crops(tuned.recognizer.net, data.crops[valid], data.labels[valid], tuned.recognizer.device)
-    SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer)
-    download = _export(key, tuned.recognizer)
+        stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
+    stopped_early = " — stopped at the time limit" if len(history) < steps and out_of_time() else ""
     after_text = (f"**After:** accuracy {after['accuracy']:.1%}, macro-F1 {after['macro_f1']:.2f} "
-                  f"({len(history)} steps, {time.monotonic() - started:.0f} s). Switch it on below to use it in "
-                  "Live and Synthesize.")
+                  f"({len(history)} steps{stopped_early}, {time.monotonic() - started:.0f} s). Switch it on below to "
+                  "use it in Live and Synthesize.")
     matrices = (f"<div style='display:flex;gap:16px'>{confusion_html(before['confusion'], 'Before')}"
                 f"{confusion_html(after['confusion'], 'After')}</div>")
     yield (summary, f"<ul>{rejected}</ul>", before_text, after_text, _curves(history), matrices, download)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 
 import gradio as gr
 
 from core import InputError, get_recognizer
+from core.images import load_image
 from demo.render import annotate, au_bars_html, probability_bars_html
 from demo.session_models import SESSION_MODELS, session_key
 
@@ -63,11 +65,12 @@ def live_frame(frame, mirror_view: bool, request: gr.Request):
     session.recognizer = SESSION_MODELS.recognizer(key)  # the session's fine-tuned model, if switched on
     started = time.perf_counter()
     try:
-        faces = session.process(frame)
+        rgb = load_image(frame)  # grey, RGBA or float frames are drawn on as the RGB the model saw
+        faces = session.process(rgb)
     except InputError as error:
         return None, {}, f"Frame skipped: {error}", ""
     elapsed_ms = (time.perf_counter() - started) * 1000
-    annotated = annotate(frame, faces, mirror=mirror_view)
+    annotated = annotate(rgb, faces, mirror=mirror_view)
     probs = faces[0].probs if faces else {}
     status = f"{session.fps:.1f} fps · {elapsed_ms:.0f} ms per frame · {len(faces)} face(s)"
     if not faces:
@@ -87,13 +90,11 @@ def analyse_photo(image_path, request: gr.Request = None):
     """An uploaded photo -> (annotated photo, per-face cards, summary)."""
     if image_path is None:
         raise gr.Error("Upload a photo first.")
-    from core.images import load_image
-
     try:
         rgb = load_image(image_path)
         faces = SESSION_MODELS.recognizer(session_key(request)).predict(rgb)
-    except InputError as error:
-        raise gr.Error(str(error)) from error
+    except InputError as error:  # it names the uploaded file: escaped, as gradio renders the message as HTML
+        raise gr.Error(html.escape(str(error), quote=False)) from error
     summary = f"{len(faces)} face(s) found." if faces else "No face found in this photo."
     return annotate(rgb, faces, max_side=1600), probability_bars_html(faces), summary
 
@@ -133,7 +134,8 @@ def build_live_tab() -> None:
                     photo_out = gr.Image(label="Faces", type="numpy", elem_id="photo-annotated")
                     photo_summary = gr.Markdown()
                     photo_cards = gr.HTML()
+            # One limit for both ways in (button / API and upload): 4 photos analysed at once, the rest queue.
             analyse.click(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
-                          api_name="analyse_photo", concurrency_limit=4)
+                          api_name="analyse_photo", concurrency_limit=4, concurrency_id="photo")
             photo.upload(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
-                         api_visibility="private")
+                         api_visibility="private", concurrency_limit=4, concurrency_id="photo")

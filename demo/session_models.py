@@ -1,7 +1,8 @@
 """Per-browser-session models: a user's fine-tuned recognizer and generator, never shared.
 
 The shipped models are shared read-only by everyone; a session that switched to its fine-tuned
-models gets them from here. Entries (and their temp files) go when the tab closes.
+models gets them from here. Entries (and their temp files) go when the tab closes or, for clients
+that never close one (the HTTP API), after IDLE_S unused.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 from core import get_recognizer, get_synthesizer
@@ -20,18 +22,27 @@ class SessionEntry:
     synthesizer: object | None = None
     active: bool = False
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="expressionlab-"))
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class SessionModels:
+    IDLE_S = 3600
+
     def __init__(self):
         self._entries: dict[str, SessionEntry] = {}
         self._lock = threading.Lock()
 
     def entry(self, key: str) -> SessionEntry:
+        now = time.monotonic()
         with self._lock:
+            stale = [k for k, e in self._entries.items() if now - e.last_used > self.IDLE_S and k != key]
             if key not in self._entries:
                 self._entries[key] = SessionEntry()
-            return self._entries[key]
+            entry = self._entries[key]
+            entry.last_used = now
+        for k in stale:
+            self.reset(k)
+        return entry
 
     def set(self, key: str, recognizer, synthesizer) -> None:
         entry = self.entry(key)
@@ -40,12 +51,14 @@ class SessionModels:
     def recognizer(self, key: str | None):
         entry = self._entries.get(key) if key else None
         if entry is not None and entry.active and entry.recognizer is not None:
+            entry.last_used = time.monotonic()
             return entry.recognizer
         return get_recognizer()
 
     def synthesizer(self, key: str | None):
         entry = self._entries.get(key) if key else None
         if entry is not None and entry.active and entry.synthesizer is not None:
+            entry.last_used = time.monotonic()
             return entry.synthesizer
         return get_synthesizer()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import random
 
 import gradio as gr
@@ -10,6 +11,7 @@ import numpy as np
 from core import EXPRESSIONS, InputError
 from core.errors import WeightsError
 from core.labels import AU_NAMES, AUS
+from core.text import MAX_TEXT_CHARS
 from demo.render import UPPER_FACE_AUS, enlarge
 from demo.session_models import SESSION_MODELS, session_key
 
@@ -24,6 +26,30 @@ def _synthesizer(request=None):
         raise gr.Error(f"The generator is not available: {error}") from error
 
 
+def _named_errors(preprocess, describe):
+    """gradio hides errors raised while it reads an input (the user sees "Error"): name the problem instead."""
+
+    def wrapped(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001 -- whatever the reader raised, the input could not be read
+            raise gr.Error(describe(error)) from error
+
+    return wrapped
+
+
+def _photo_problem(error: Exception) -> str:
+    from PIL import Image
+
+    from core.images import FORMATS, MAX_PIXELS
+
+    if isinstance(error, Image.DecompressionBombError):
+        return f"Your photo has too many pixels; the limit is {MAX_PIXELS:,}."
+    return f"Your photo is not a readable image (supported formats: {', '.join(FORMATS)})."
+
+
 def generator_shipped() -> bool:
     """A file check only: building the UI must not load models."""
     from core.weights import REGISTRY, WEIGHTS_DIR
@@ -32,38 +58,51 @@ def generator_shipped() -> bool:
 
 
 def controls_to_request(values: list) -> tuple[dict, float, dict | None]:
-    """Slider values in the tab's order -> (expression weights, intensity, AU overrides or None)."""
+    """Slider values in the tab's order -> (expression weights, intensity, AU overrides or None).
+
+    All zero means neutral (the synthesizer's rule); values are checked by check_controls.
+    """
     n = len(EXPRESSIONS)
+    if len(values) != n + 2 + len(AUS):
+        raise InputError(f"expected {n + 2 + len(AUS)} control values, got {len(values)}")
     expression = {name: float(v) for name, v in zip(EXPRESSIONS, values[:n])}
     intensity = float(values[n])
     use_aus = bool(values[n + 1])
     aus = {name: float(v) for name, v in zip(AUS, values[n + 2 : n + 2 + len(AUS)])} if use_aus else None
-    if sum(expression.values()) <= 0:
-        expression = {"neutral": 1.0}
     return expression, intensity, aus
 
 
 def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.Request = None):
     """Everything the tab shows for the current controls: face, the recognizer's reading, morph strip."""
-    synthesizer = _synthesizer(request)
+    from core.images import load_image
+    from core.synthesizer import check_controls
+
+    # Controls and photo are checked before any model is loaded: a bad value is named even without a generator.
     try:
         expression, intensity, aus = controls_to_request(list(controls))
-        seed = int(seed)
+        seed, guidance = int(seed), float(guidance)
+        check_controls(expression, aus, intensity, guidance)
+        rgb = None
         if source == "My face":
             if photo is None:
                 raise gr.Error("Upload a photo or take a webcam snapshot to edit your own face.")
-            _, z = synthesizer.encode_image(photo)
-            face = synthesizer.edit(photo, expression=expression, aus=aus, intensity=intensity,
-                                    guidance=float(guidance), z=z)
+            rgb = load_image(photo)
+    except InputError as error:  # it may quote the file name or value sent: escaped, gradio renders HTML
+        raise gr.Error(html.escape(str(error), quote=False)) from error
+    except (TypeError, ValueError, OverflowError) as error:
+        raise gr.Error(html.escape(f"Invalid control value: {error}", quote=False)) from error
+    synthesizer = _synthesizer(request)
+    try:
+        if rgb is not None:
+            _, z = synthesizer.encode_image(rgb)
+            face = synthesizer.edit(rgb, expression=expression, aus=aus, intensity=intensity, guidance=guidance, z=z)
             strip = synthesizer.morph(expression, aus, z=z, steps=MORPH_STEPS)
         else:
             face = synthesizer.generate(expression=expression, aus=aus, seed=seed, n=1, intensity=intensity,
-                                        guidance=float(guidance))[0]
+                                        guidance=guidance)[0]
             strip = synthesizer.morph(expression, aus, seed=seed, steps=MORPH_STEPS)
     except InputError as error:
-        raise gr.Error(str(error)) from error
-    except (TypeError, ValueError) as error:
-        raise gr.Error(f"Invalid control value: {error}") from error
+        raise gr.Error(html.escape(str(error), quote=False)) from error
     reading = SESSION_MODELS.recognizer(session_key(request)).predict_crops(face[None])[0]
     label = {name: float(p) for name, p in zip(EXPRESSIONS, reading)}
     strip_image = np.concatenate([enlarge(f, 96) for f in strip], axis=1)
@@ -77,7 +116,7 @@ def apply_text(text: str):
     try:
         reading = parse_text(text or "")
     except InputError as error:
-        raise gr.Error(str(error)) from error
+        raise gr.Error(html.escape(str(error), quote=False)) from error
     expression = [gr.update(value=round(reading.expression[name], 2)) for name in EXPRESSIONS]
     au_values = [gr.update(value=round(reading.aus.get(name, 0.0), 2)) for name in AUS]
     understood = f"**Understood as:** {reading.summary()}"
@@ -97,7 +136,7 @@ def build_synthesize_tab() -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 text = gr.Textbox(label="Describe a face", placeholder="a slightly surprised woman raising her eyebrows",
-                                  max_length=500)
+                                  max_length=MAX_TEXT_CHARS)
                 apply = gr.Button("Apply text")
                 understood = gr.Markdown()
                 with gr.Accordion("Expression", open=True):
@@ -118,11 +157,15 @@ def build_synthesize_tab() -> None:
                 aus = [au_sliders[name] for name in AUS]
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed (identity)", minimum=0, maximum=2**31 - 1)
+                    seed.preprocess = _named_errors(  # NaN passes gradio's bounds check, then breaks its rounding
+                        seed.preprocess, lambda error: f"The seed must be a whole number from 0 to {2**31 - 1}.")
                     new_identity = gr.Button("New identity")
                 guidance = gr.Slider(0, 5, value=0.0, step=0.5, label="semantic guidance (recognizer gradient)")
                 source = gr.Radio(["New person", "My face"], value="New person", label="Face")
-                photo = gr.Image(sources=["upload", "webcam"], type="numpy", label="Your face (for 'My face')",
-                                 webcam_options=gr.WebcamOptions(mirror=False))
+                # A file path, not pixels: gradio would decode the whole upload (a bomb too) before our checks.
+                photo = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None,
+                                 label="Your face (for 'My face')", webcam_options=gr.WebcamOptions(mirror=False))
+                photo.preprocess = _named_errors(photo.preprocess, _photo_problem)
             with gr.Column(scale=1):
                 result = gr.Image(label="Result", type="numpy", format="png", elem_id="synth-result", height=DISPLAY_SIZE)
                 reading = gr.Label(num_top_classes=3, label="The recognizer reads", elem_id="synth-reading")
@@ -130,7 +173,7 @@ def build_synthesize_tab() -> None:
         inputs = [source, photo, seed, guidance, *expression, intensity, use_aus, *aus]
         outputs = [result, reading, strip]
         render = dict(fn=render_synthesis, inputs=inputs, outputs=outputs, show_progress="minimal",
-                      trigger_mode="always_last", concurrency_limit=2)
+                      trigger_mode="always_last", concurrency_limit=2, concurrency_id="synthesize")  # one limit for all
         for control in [*expression, intensity, *aus, guidance]:
             control.release(**render, api_visibility="private")
         # .input fires on the user's own changes only (not when "Apply text" sets them: that renders once).

@@ -101,11 +101,10 @@ def tiny_synthesizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def app_url():
     """The full app, launched in this process on a free loopback port."""
-    from demo.app import build_demo
+    from demo.app import LAUNCH_OPTIONS, build_demo
 
     demo = build_demo()
-    demo.queue(default_concurrency_limit=2, max_size=64)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
