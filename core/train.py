@@ -117,6 +117,20 @@ def _au_regressor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_generator(args: argparse.Namespace) -> int:
+    """Re-export a run's generator.safetensors (e.g. from before D was stored in half precision)."""
+    from core.synthesizer import Synthesizer
+    from core.training import export_generator
+    from core.weights import read_safetensors
+
+    _, meta = read_safetensors(args.source)
+    synth = Synthesizer.load(path=args.source, device="cpu")
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "version", "config")}
+    export_generator(Path(args.out), synth.g, synth.e, extra, synth.d)
+    sys.stdout.write(json.dumps({"event": "exported", "out": args.out, "step": meta.get("step")}) + "\n")
+    return 0
+
+
 def _run_arguments(parser: argparse.ArgumentParser, batch_size: int, lr: float) -> None:
     """Arguments every training command shares."""
     parser.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
@@ -184,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto")
     a.set_defaults(run=_au_regressor)
+
+    x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
+    x.add_argument("source")
+    x.add_argument("out")
+    x.set_defaults(run=_export_generator)
 
     j = sub.add_parser("joint", help="fine-tune recognizer and generator together (FESGAN stage 2, RDBP)")
     j.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")

@@ -525,8 +525,8 @@ def export_generator(path: Path, g_ema, encoder, extra: dict, discriminator=None
     """Inference weights (EMA generator, encoder) and, for joint fine-tuning, the discriminator."""
     tensors = {**{f"g.{k}": v for k, v in g_ema.state_dict().items()},
                **{f"e.{k}": v for k, v in encoder.state_dict().items()}}
-    if discriminator is not None:
-        tensors.update({f"d.{k}": v for k, v in discriminator.state_dict().items()})
+    if discriminator is not None:  # only joint fine-tuning uses D: half precision keeps the file under 10 MB
+        tensors.update({f"d.{k}": v.half() if v.is_floating_point() else v for k, v in discriminator.state_dict().items()})
     metadata = {"kind": "generator", "version": FORMAT_VERSION, "config": g_ema.config.to_dict(), **extra}
     save_safetensors(path, tensors, metadata)
 

@@ -138,3 +138,17 @@ def test_a_set_au_slider_beats_the_typical_value_of_its_antagonist(tiny_synthesi
     assert lowered[au04] == pytest.approx(0.1) and lowered[au01] == 0  # the slider wins though weaker
     both = synth.condition({"neutral": 1.0}, {"AU01": 0.2, "AU04": 0.6})[0, offset:]
     assert both[au04] == pytest.approx(0.6) and both[au01] == 0
+
+
+def test_reexport_keeps_faces_and_halves_the_discriminator(tiny_synthesizer, tmp_path):
+    from core.synthesizer import Synthesizer
+    from core.train import main
+    from core.weights import read_safetensors
+
+    out = tmp_path / "g.safetensors"
+    assert main(["export-generator", tiny_synthesizer.source, str(out)]) == 0
+    tensors, meta = read_safetensors(out)
+    assert meta["kind"] == "generator" and "class_aus" in meta and "step" in meta
+    assert tensors["d.adv.bias"].dtype == torch.float16 and tensors["g.fc.weight"].dtype == torch.float32
+    again = Synthesizer.load(path=out, device="cpu")
+    assert all(np.array_equal(a, b) for a, b in zip(again.generate(seed=3, n=2), tiny_synthesizer.generate(seed=3, n=2)))
