@@ -203,14 +203,20 @@ def merge_into(path: Path, key: str, table: dict, settings: dict) -> dict:
 
 def _merge_locked(path: Path, key: str, table: dict, settings: dict) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
+    def combined(old: dict | None, new: dict) -> dict:  # runs of other seeds (other processes) are kept
+        runs = {r["seed"]: r for r in (old or {}).get("runs", [])}
+        runs.update({r["seed"]: r for r in new["runs"]})
+        return _summary([runs[seed] for seed in sorted(runs)])
+
+    details = results.setdefault("details", {}).setdefault(key, {})
     for name, row in table.items():
-        details = results.setdefault("details", {}).setdefault(key, {})
         if "accuracy" in row:  # synthetic-only rows are one summary each
-            results.setdefault(key, {})[name] = row["accuracy"]
-            details[name] = row
+            details[name] = combined(details.get(name), row)
+            results.setdefault(key, {})[name] = details[name]["accuracy"]
         else:
-            results.setdefault(key, {}).setdefault(name, {}).update({m: v["accuracy"] for m, v in row.items()})
-            details.setdefault(name, {}).update(row)
+            for method, summary in row.items():
+                details.setdefault(name, {})[method] = combined(details.get(name, {}).get(method), summary)
+                results.setdefault(key, {}).setdefault(name, {})[method] = details[name][method]["accuracy"]
     commands = results.get("settings", {}).get(key, {}).get("commands", [])
     command = settings.pop("command", None)
     results.setdefault("settings", {})[key] = {**settings, "commands": sorted(set(commands + [command] if command else commands))}
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", default="weights/results/joint.json")
         p.add_argument("--generator", default=None, help="generator .safetensors (default: the shipped one)")
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-        p.add_argument("--steps", type=int, default=600, help="recognizer steps per run (batch 64 real + 32 synthetic)")
+        p.add_argument("--steps", type=int, default=1500, help="recognizer steps per run (batch 64 real + 32 synthetic)")
     sub.choices["few-labels"].add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.25, 1.0])
     sub.choices["few-labels"].add_argument("--methods", nargs="+", default=list(FEW_LABEL_METHODS),
                                            choices=list(FEW_LABEL_METHODS))

@@ -41,6 +41,13 @@ REGISTRY: dict[str, WeightsInfo] = {
             sha256="71d13b851fe9df7780a11c9a64e20e49aabacf480f64c0b30e920f318d53f4fd",
             description="FER+ 8-class recognizer (+ FER2013 7-class head), 48x48 grey, EMA weights",
         ),
+        WeightsInfo(
+            name="generator",
+            file="generator.safetensors",
+            sha256="a215cedbe918b23caf79a350edd31406fd772637a2061ca74c0fa5ca6d091cb1",
+            description="FESGAN-style generator: EMA G and E (48x48 grey, 64-d identity, 8 expressions + 17 AUs), "
+                        "and D in half precision for joint fine-tuning",
+        ),
     )
 }
 

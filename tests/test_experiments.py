@@ -19,14 +19,19 @@ def test_stratified_fraction_keeps_every_class_and_the_share():
 
 def test_results_file_has_the_issue_format_and_merges(tmp_path):
     path = tmp_path / "results" / "joint.json"
-    row = {"accuracy": 0.5, "accuracy_std": 0.01, "macro_f1": 0.4, "macro_f1_std": 0.02, "runs": []}
-    merge_into(path, "few_labels", {"10%": {"recognizer_only": row}}, {"steps": 1})
-    merge_into(path, "few_labels", {"10%": {"joint_intra_rdbp": {**row, "accuracy": 0.6}}}, {"steps": 1})
-    results = merge_into(path, "synthetic_only", {"real": row, "5x_rectified": {**row, "accuracy": 0.45}}, {})
+    def row(seed, accuracy):
+        return {"accuracy": accuracy, "runs": [{"seed": seed, "accuracy": accuracy, "macro_f1": accuracy - 0.1}]}
+
+    merge_into(path, "few_labels", {"10%": {"recognizer_only": row(0, 0.5)}}, {"command": "a"})
+    merge_into(path, "few_labels", {"10%": {"joint_intra_rdbp": row(0, 0.6)}}, {"command": "b"})
+    merge_into(path, "few_labels", {"10%": {"joint_intra_rdbp": row(1, 0.7)}}, {"command": "c"})  # another process
+    results = merge_into(path, "synthetic_only", {"real": row(0, 0.5), "5x_rectified": row(0, 0.45)}, {})
     assert results == json.loads(path.read_text())
-    assert results["few_labels"] == {"10%": {"recognizer_only": 0.5, "joint_intra_rdbp": 0.6}}
+    assert results["few_labels"] == {"10%": {"recognizer_only": 0.5, "joint_intra_rdbp": pytest.approx(0.65)}}
     assert results["synthetic_only"] == {"real": 0.5, "5x_rectified": 0.45}
-    assert results["details"]["few_labels"]["10%"]["joint_intra_rdbp"]["accuracy_std"] == 0.01
+    detail = results["details"]["few_labels"]["10%"]["joint_intra_rdbp"]
+    assert len(detail["runs"]) == 2 and detail["accuracy_std"] == pytest.approx(0.0707, abs=1e-3)
+    assert results["settings"]["few_labels"]["commands"] == ["a", "b", "c"]
     assert not list(path.parent.glob("*.tmp"))
 
 
