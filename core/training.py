@@ -397,10 +397,10 @@ class GeneratorTrainConfig:
     rec_weight: float = 10.0  # L1 reconstruction of real faces through E and G
     latent_weight: float = 1.0  # latent critic: E's codes look like N(0, I)
     expression_weight: float = 1.0  # D's expression head on generated faces
-    au_weight: float = 10.0  # D's AU head on generated faces
-    recognizer_weight: float = 0.3  # the frozen recognizer reads the requested expression (1.0: G games it)
-    cycle_weight: float = 5.0  # E(G(z, c)) = z: changing the condition keeps the person
-    recognizer_warmup: int = 2000  # ramp the recognizer's weight up over this many steps (let G learn faces first)
+    au_weight: float = 20.0  # D's AU head on generated faces
+    recognizer_weight: float = 0.1  # the frozen recognizer reads the requested expression (0.3-1: G games it)
+    cycle_weight: float = 2.0  # E(G(z, c)) = z: changing the condition keeps the person
+    recognizer_warmup: int = 3000  # ramp the recognizer's weight up over this many steps (let G learn faces first)
     au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
     au_critic: str = ""  # frozen AU regressor (python -m core.train au-regressor); "" = none
     au_critic_weight: float = 0.0  # its MSE between requested and read AUs of generated faces
