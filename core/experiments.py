@@ -105,7 +105,8 @@ def _summary(runs: list[dict]) -> dict:
             "runs": runs}
 
 
-def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=None, log=None) -> dict:
+def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=None, log=None, on_run=None) -> dict:
+    """on_run(table) gets a one-run table after every run, so a stopped process keeps what it finished."""
     train, test = _train_split(data), _test_split(data)
     labels = train.soft_targets.argmax(axis=1)
     table = {}
@@ -121,6 +122,8 @@ def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=Non
                 runs.append({"seed": seed, "train_faces": len(part), **result})
                 if log:
                     log({"fraction": fraction, "method": method, **runs[-1]})
+                if on_run:
+                    on_run({f"{round(fraction * 100)}%": {method: _summary(runs[-1:])}})
             row[method] = _summary(runs)
         table[f"{round(fraction * 100)}%"] = row
     return table
@@ -160,7 +163,7 @@ def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int, lab
     return np.concatenate(crops), np.concatenate(targets).astype(np.float32)
 
 
-def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: int, log=None) -> dict:
+def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: int, log=None, on_run=None) -> dict:
     train, test = _train_split(data), _test_split(data)
     labels = train.soft_targets.argmax(axis=1)
     class_mix = np.bincount(labels, minlength=len(EXPRESSIONS)) / len(labels)
@@ -170,6 +173,8 @@ def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: in
         runs.setdefault(name, []).append(run)
         if log:
             log({"setting": name, **run})
+        if on_run:
+            on_run({name: _summary([run])})
 
     for seed in seeds:
         joint = replace(base_config(steps, seed), use_synthetic=False)
@@ -256,15 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.experiment == "few-labels":
         settings["methods"] = {m: FEW_LABEL_METHODS[m] for m in args.methods}
-        for fraction in args.fractions:  # each finished row is saved: a stopped run keeps what it did
-            table = few_labels(args.data, synthesizer, [fraction], args.seeds, args.steps, args.methods, log)
-            results = merge_into(Path(args.out), "few_labels", table, dict(settings))
+        few_labels(args.data, synthesizer, args.fractions, args.seeds, args.steps, args.methods, log,
+                   on_run=lambda table: merge_into(Path(args.out), "few_labels", table, dict(settings)))
     else:
         from core import get_recognizer
 
         settings["labeller"] = "shipped recognizer (trained on real FER+ train)"
-        table = synthetic_only(args.data, synthesizer, get_recognizer(), args.multiples, args.seeds, args.steps, log)
-        results = merge_into(Path(args.out), "synthetic_only", table, settings)
+        synthetic_only(args.data, synthesizer, get_recognizer(), args.multiples, args.seeds, args.steps, log,
+                       on_run=lambda table: merge_into(Path(args.out), "synthetic_only", table, dict(settings)))
+    results = json.loads(Path(args.out).read_text())
     sys.stdout.write(json.dumps(results[args.experiment.replace("-", "_")]) + "\n")
     return 0
 

@@ -38,8 +38,11 @@ def test_results_file_has_the_issue_format_and_merges(tmp_path):
 @pytest.mark.slow
 def test_few_labels_runs_every_method(tiny_synthesizer, tmp_path):
     data = write_tiny_npz_dataset(tmp_path / "data", n=64)
-    table = few_labels(str(data), tiny_synthesizer, fractions=[0.5], seeds=[0, 1], steps=2)
+    saved = []
+    table = few_labels(str(data), tiny_synthesizer, fractions=[0.5], seeds=[0, 1], steps=2, on_run=saved.append)
     assert set(table["50%"]) == set(FEW_LABEL_METHODS)
+    assert len(saved) == 2 * len(FEW_LABEL_METHODS)  # every run is handed over as soon as it ends
+    assert all(len(t["50%"]) == 1 and len(next(iter(t["50%"].values()))["runs"]) == 1 for t in saved)
     for summary in table["50%"].values():
         assert 0 <= summary["accuracy"] <= 1 and len(summary["runs"]) == 2
         assert summary["runs"][0]["train_faces"] < 64
