@@ -25,14 +25,19 @@ class NoFaceError(InputError):
     """edit() was given an image in which no face was found."""
 
 
-def _finite_unit(value, what: str) -> float:
+def _finite_in(value, what: str, high: float = 1.0) -> float:
+    """value as a float in [0, high], or an InputError naming `what`."""
     try:
         v = float(value)
     except (TypeError, ValueError) as error:
-        raise InputError(f"{what} must be a number in [0, 1], not {value!r}") from error
-    if not math.isfinite(v) or v < 0 or v > 1:
-        raise InputError(f"{what} must be a number in [0, 1], not {value!r}")
+        raise InputError(f"{what} must be a number in [0, {high:g}], not {value!r}") from error
+    if not math.isfinite(v) or v < 0 or v > high:
+        raise InputError(f"{what} must be a number in [0, {high:g}], not {value!r}")
     return v
+
+
+def _finite_unit(value, what: str) -> float:
+    return _finite_in(value, what)
 
 
 def parse_expression(expression) -> np.ndarray:
@@ -86,13 +91,7 @@ def _settle_antagonists(aus: np.ndarray, given: dict[str, float]) -> np.ndarray:
 
 
 def check_guidance(strength) -> float:
-    try:
-        value = float(strength)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"guidance strength must be a number in [0, 10], not {strength!r}") from error
-    if not math.isfinite(value) or value < 0 or value > 10:
-        raise InputError(f"guidance strength must be in [0, 10], not {strength!r}")
-    return value
+    return _finite_in(strength, "guidance strength", 10.0)
 
 
 def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> None:
