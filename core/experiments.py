@@ -2,6 +2,7 @@
 
     python -m core.experiments few-labels --data ../shared/data/fer2013plus --out weights/results/joint.json
     python -m core.experiments synthetic-only --data ../shared/data/fer2013plus --out weights/results/joint.json
+    python -m core.experiments table weights/results/joint.json      # the docs' markdown tables
 
 few-labels      (Yan et al.) a recognizer trained from scratch on 5/10/25/100% of FER+ train labels:
                 recognizer only; + synthetic faces of a frozen G; joint (G updated by R's loss);
@@ -231,6 +232,33 @@ def _merge_locked(path: Path, key: str, table: dict, settings: dict) -> dict:
     return results
 
 
+def markdown_tables(results: dict) -> str:
+    """The docs' tables from a results file: mean ± std over seeds of FER+ test accuracy and macro-F1."""
+    def cell(summary):
+        if summary is None:
+            return "not run"
+        n = len(summary["runs"])
+        return (f"{summary['accuracy']:.3f} ± {summary['accuracy_std']:.3f} / "
+                f"{summary['macro_f1']:.3f} ± {summary['macro_f1_std']:.3f} ({n} seed{'s' if n > 1 else ''})")
+
+    lines = []
+    few = results.get("details", {}).get("few_labels", {})
+    if few:
+        fractions = sorted(few, key=lambda f: float(f.rstrip("%")))
+        lines += ["| method | " + " | ".join(fractions) + " |", "|---" * (len(fractions) + 1) + "|"]
+        for method in FEW_LABEL_METHODS:
+            lines.append(f"| {method} | " + " | ".join(cell(few[f].get(method)) for f in fractions) + " |")
+        lines.append("")
+    synthetic = results.get("details", {}).get("synthetic_only", {})
+    if synthetic:
+        real = synthetic.get("real")
+        lines += ["| training data | accuracy / macro-F1 | share of real-trained accuracy |", "|---|---|---|"]
+        for name, summary in synthetic.items():
+            share = f"{summary['accuracy'] / real['accuracy']:.1%}" if real else "—"
+            lines.append(f"| {name} | {cell(summary)} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.experiments", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="experiment", required=True)
@@ -245,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["few-labels"].add_argument("--methods", nargs="+", default=list(FEW_LABEL_METHODS),
                                            choices=list(FEW_LABEL_METHODS))
     sub.choices["synthetic-only"].add_argument("--multiples", type=int, nargs="+", default=[1, 5])
+    t = sub.add_parser("table", help="print the results file as the docs' markdown tables")
+    t.add_argument("results", nargs="?", default="weights/results/joint.json")
     args = parser.parse_args(argv)
+    if args.experiment == "table":
+        sys.stdout.write(markdown_tables(json.loads(Path(args.results).read_text())))
+        return 0
 
     from core.synthesizer import Synthesizer
 
