@@ -88,14 +88,14 @@ def test_joint_cli_exports_both_models(tiny_synthesizer, tmp_path):
 
 
 def test_markdown_tables_show_mean_std_and_missing_cells(tmp_path):
-    from core.experiments import markdown_tables
+    from core.experiments import _summary, markdown_tables
 
     path = tmp_path / "joint.json"
     for seed, acc in ((0, 0.6), (1, 0.7)):
         merge_into(path, "few_labels", {"10%": {"recognizer_only": {"runs": [
             {"seed": seed, "accuracy": acc, "macro_f1": 0.5}]}}}, {})
-    merge_into(path, "synthetic_only", {"real": {"runs": [{"seed": 0, "accuracy": 0.8, "macro_f1": 0.5}]},
-                                        "5x_rectified": {"runs": [{"seed": 0, "accuracy": 0.6, "macro_f1": 0.4}]}}, {})
+    merge_into(path, "synthetic_only", {"real": _summary([{"seed": 0, "accuracy": 0.8, "macro_f1": 0.5}]),
+                                        "5x_rectified": _summary([{"seed": 0, "accuracy": 0.6, "macro_f1": 0.4}])}, {})
     text = markdown_tables(json.loads(path.read_text()))
     assert "| recognizer_only | 0.650 ± 0.071 / 0.500 ± 0.000 (2 seeds) |" in text
     assert "| joint_intra_rdbp | not run |" in text
