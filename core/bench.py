@@ -338,8 +338,8 @@ def bench_load(clients: int = 8, seconds: float = 60.0, url: str | None = None, 
                     tune_errors.append(f"no result: {str(outputs[3])[:200]}")
             except Exception as error:  # noqa: BLE001 -- counted, reported
                 tune_errors.append(f"{type(error).__name__}: {error}"[:300])
-        watcher.join(timeout=5)
         watching.set()
+        watcher.join(timeout=5)
 
         everything = [v for values in latencies.values() for v in values]
         requests = len(everything) + len(errors) + unanswered[0]

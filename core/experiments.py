@@ -120,7 +120,8 @@ def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=Non
                 joint = replace(base_config(steps, seed), **FEW_LABEL_METHODS[method])
                 result = train_and_score(part.images, part.soft_targets, test, joint,
                                          synthesizer if joint.use_synthetic else None)
-                runs.append({"seed": seed, "train_faces": len(part), **result})
+                runs.append({"seed": seed, "train_faces": len(part), "steps": steps,
+                             "generator": synthesizer.source if joint.use_synthetic else None, **result})
                 if log:
                     log({"fraction": fraction, "method": method, **runs[-1]})
                 if on_run:
@@ -179,14 +180,14 @@ def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: in
 
     for seed in seeds:
         joint = replace(base_config(steps, seed), use_synthetic=False)
-        add("real", {"seed": seed, "train_faces": len(train),
+        add("real", {"seed": seed, "train_faces": len(train), "steps": steps, "generator": None,
                      **train_and_score(train.images, train.soft_targets, test, joint)})
         for multiple in multiples:
             for rectified in (False, True):
                 crops, targets = synthetic_pool(synthesizer, multiple * len(train), class_mix, seed * 1000 + multiple,
                                                 labeller if rectified else None)
                 name = f"{multiple}x" + ("_rectified" if rectified else "")
-                add(name, {"seed": seed, "train_faces": len(crops),
+                add(name, {"seed": seed, "train_faces": len(crops), "steps": steps, "generator": synthesizer.source,
                            **train_and_score(crops, targets, test, joint)})
     for name, values in runs.items():
         table[name] = _summary(values)
@@ -209,8 +210,13 @@ def merge_into(path: Path, key: str, table: dict, settings: dict) -> dict:
 
 def _merge_locked(path: Path, key: str, table: dict, settings: dict) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
-    def combined(old: dict | None, new: dict) -> dict:  # runs of other seeds (other processes) are kept
-        runs = {r["seed"]: r for r in (old or {}).get("runs", [])}
+    def setting(run):
+        return run.get("steps"), run.get("generator")
+
+    def combined(old: dict | None, new: dict) -> dict:
+        """Runs of other seeds (other processes) are kept, unless made with other steps or generator."""
+        now = {setting(r) for r in new["runs"]}
+        runs = {r["seed"]: r for r in (old or {}).get("runs", []) if setting(r) in now or setting(r) == (None, None)}
         runs.update({r["seed"]: r for r in new["runs"]})
         return _summary([runs[seed] for seed in sorted(runs)])
 

@@ -125,18 +125,17 @@ class Synthesizer:
         if metadata.get("kind") != "generator":
             raise WeightsError(f"{path or name} does not hold generator weights")
         config = GeneratorConfig.from_dict(metadata["config"])
+        from core.generator import DiscriminatorNet
+
         g, e = GeneratorNet(config), EncoderNet(config)
+        d = DiscriminatorNet(config) if any(k.startswith("d.") for k in tensors) else None
         try:
             g.load_state_dict(strip_prefix(tensors, "g"))
             e.load_state_dict(strip_prefix(tensors, "e"))
+            if d is not None:
+                d.load_state_dict(strip_prefix(tensors, "d"))
         except RuntimeError as error:
             raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
-        d = None
-        if any(k.startswith("d.") for k in tensors):
-            from core.generator import DiscriminatorNet
-
-            d = DiscriminatorNet(config)
-            d.load_state_dict(strip_prefix(tensors, "d"))
         return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
                    source=str(path) if path else f"shipped:{name}", d=d)
 

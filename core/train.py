@@ -100,8 +100,12 @@ def _joint(args: argparse.Namespace) -> int:
                   device=recognizer.device, on_step=on_step)
     after = evaluate_crops(state.recognizer, valid.images, valid.ferplus_label, recognizer.device)
     export_recognizer(out / "recognizer.safetensors", state.recognizer.float().cpu(), {"joint": asdict(config)})
+    from core.weights import load_weights
+
+    _, source_meta = load_weights("generator", args.generator)  # keep its step and history
+    extra = {k: v for k, v in source_meta.items() if k not in ("kind", "version", "config")}
     export_generator(out / "generator.safetensors", state.generator.float().cpu(), synthesizer.e.cpu(),
-                     {"class_aus": state.class_aus, "joint": asdict(config)}, state.discriminator.cpu()
+                     {**extra, "class_aus": state.class_aus, "joint": asdict(config)}, state.discriminator.cpu()
                      if state.discriminator is not None else None)
     sys.stdout.write(json.dumps({"event": "done", "train_faces": len(train), "valid_accuracy_before": before["accuracy"],
                                  "valid_accuracy_after": after["accuracy"]}) + "\n")

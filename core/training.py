@@ -404,6 +404,10 @@ class GeneratorTrainConfig:
     au_perturb: float = 0.5  # share of synthetic conditions whose AUs are re-drawn independently
     au_critic: str = ""  # frozen AU regressor (python -m core.train au-regressor); "" = none
     au_critic_weight: float = 0.0  # its MSE between requested and read AUs of generated faces
+
+    def __post_init__(self):
+        if bool(self.au_critic) != (self.au_critic_weight > 0):
+            raise ValueError("an AU critic needs both a file (au_critic) and a weight > 0 (au_critic_weight)")
     seed: int = 0
     checkpoint_minutes: float = 3.0
     sample_every: int = 1000
@@ -518,6 +522,7 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
         read = torch.cat([torch.sigmoid(net(normalize_crops(x_valid[i : i + 512], mc).to(dev))[0]).cpu()
                           for i in range(0, len(x_valid), 512)]).numpy()
     rho = {name: round(float(spearmanr(read[:, k], valid_aus[:, k]).statistic), 3) for k, name in enumerate(AUS)}
+    rho = {name: value if math.isfinite(value) else None for name, value in rho.items()}  # constant AU: no rho
     return net, rho
 
 
@@ -580,7 +585,7 @@ def train_generator(
     class_aus = class_mean_aus(aus_np, labels)
     au_known = torch.from_numpy(np.isfinite(aus_np[:, 0]))
     # Faces without a mesh get their class's typical AUs, not zeros (zeros would teach G to ignore AUs).
-    typical = np.array([class_aus[EXPRESSIONS[k]] for k in labels], np.float32)
+    typical = consistent_aus(np.array([class_aus[EXPRESSIONS[k]] for k in labels], np.float32))
     aus = torch.from_numpy(np.where(np.isfinite(aus_np), aus_np, typical)).float()
     images = torch.from_numpy(train.images)
     targets = torch.from_numpy(train.soft_targets)
@@ -691,13 +696,14 @@ def train_generator(
             adv_all, expr_all, au_all = d(torch.cat([fake_new, fake_rec]))
             # The recognizer judges only faces whose AUs fit their expression: on re-drawn AUs
             # ("neutral, but AU12 at 0.9") it would fight the AU condition and G would learn to ignore AUs.
-            r_logits, _ = r_net(to_recognizer(random_shift_flip(fake_new[typical_aus], gen)))
+            r_logits = r_net(to_recognizer(random_shift_flip(fake_new[typical_aus], gen)))[0] if bool(
+                typical_aus.any()) else None
             z_logits = dz(z_real)
             z_cycle = latent_cycle_loss(e, fake_new, z_prior)
             au_read = read_aus(au_net, random_shift_flip(fake_new, gen)) if au_net is not None else None
         n = len(x)
         # Both expression critics judge only faces whose AUs fit their expression (see above).
-        recognizer_term = soft_cross_entropy(r_logits, expr_new[typical_aus]) if bool(typical_aus.any()) else 0.0
+        recognizer_term = soft_cross_entropy(r_logits, expr_new[typical_aus]) if r_logits is not None else 0.0
         expression_term = soft_cross_entropy(expr_all[:n][typical_aus], expr_new[typical_aus]) if bool(
             typical_aus.any()) else 0.0
         loss_g = (g_nonsaturating_loss(adv_all.float())
@@ -724,10 +730,11 @@ def train_generator(
             running[key] = running.get(key, 0.0) + float(value.detach())
         if step % tc.log_every == 0:
             with torch.no_grad():
-                r_acc = float((r_logits.argmax(1) == expr_new[typical_aus].argmax(1)).float().mean().nan_to_num())
+                r_acc = round(float((r_logits.argmax(1) == expr_new[typical_aus].argmax(1)).float().mean()), 3) if (
+                    r_logits is not None) else None
                 rec = float(reconstruction_loss(fake_rec.float(), x))
             log_line(out, {"event": "step", "step": step, **{k: round(v / tc.log_every, 4) for k, v in running.items()},
-                           "rec_l1": round(rec, 4), "recognizer_acc": round(r_acc, 3),
+                           "rec_l1": round(rec, 4), "recognizer_acc": r_acc,
                            "elapsed_s": round(time.time() - started, 1)}, info)
             running = {}
         if info.is_main and tc.sample_every and step % tc.sample_every == 0:
@@ -736,9 +743,15 @@ def train_generator(
             save_checkpoint()
             last_save = time.time()
     save_checkpoint()
-    if info.world > 1:
+    in_sync = True
+    if info.world > 1:  # every rank must hold the same weights: averaged gradients, same start
+        checksum = torch.stack([p.detach().double().sum() for p in g.parameters()]).sum().reshape(1)
+        sums = [torch.zeros_like(checksum) for _ in range(info.world)]
+        dist.all_gather(sums, checksum)
+        in_sync = all(torch.allclose(s, sums[0], rtol=1e-6) for s in sums)
+        log_line(out, {"event": "end", "step": step, "ranks_in_sync": in_sync}, info)
         dist.barrier()
-    return {"step": step}
+    return {"step": step, "ranks_in_sync": in_sync}
 
 
 @torch.no_grad()

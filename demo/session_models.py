@@ -33,22 +33,30 @@ class SessionModels:
         self._lock = threading.Lock()
 
     def entry(self, key: str) -> SessionEntry:
-        now = time.monotonic()
         with self._lock:
-            stale = [k for k, e in self._entries.items() if now - e.last_used > self.IDLE_S and k != key]
             if key not in self._entries:
                 self._entries[key] = SessionEntry()
             entry = self._entries[key]
-            entry.last_used = now
-        for k in stale:
-            self.reset(k)
+            entry.last_used = time.monotonic()
+        self.sweep(keep=key)
         return entry
+
+    def sweep(self, keep: str | None = None) -> None:
+        """Drop entries unused for IDLE_S. Removed under the lock (a request that touches one in
+        the meantime keeps it); their files and detectors are freed outside it."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [self._entries.pop(k) for k, e in list(self._entries.items())
+                     if now - e.last_used > self.IDLE_S and k != keep]
+        for entry in stale:
+            _free(entry)
 
     def set(self, key: str, recognizer, synthesizer) -> None:
         entry = self.entry(key)
         entry.recognizer, entry.synthesizer = recognizer, synthesizer
 
     def recognizer(self, key: str | None):
+        self.sweep(keep=key)  # Live and Synthesize traffic also retires idle sessions
         entry = self._entries.get(key) if key else None
         if entry is not None and entry.active and entry.recognizer is not None:
             entry.last_used = time.monotonic()
@@ -56,6 +64,7 @@ class SessionModels:
         return get_recognizer()
 
     def synthesizer(self, key: str | None):
+        self.sweep(keep=key)
         entry = self._entries.get(key) if key else None
         if entry is not None and entry.active and entry.synthesizer is not None:
             entry.last_used = time.monotonic()
@@ -66,10 +75,17 @@ class SessionModels:
         with self._lock:
             entry = self._entries.pop(key, None)
         if entry is not None:
-            shutil.rmtree(entry.temp_dir, ignore_errors=True)
+            _free(entry)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _free(entry: SessionEntry) -> None:
+    shutil.rmtree(entry.temp_dir, ignore_errors=True)
+    detector = getattr(entry.recognizer, "_photo_detector", None)  # MediaPipe graphs hold native memory
+    if detector is not None and hasattr(detector, "close"):
+        detector.close()
 
 
 SESSION_MODELS = SessionModels()

@@ -90,6 +90,7 @@ def test_generator_cli_under_torchrun_with_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert next(r for r in records if r["event"] == "start")["world"] == 2
+    assert next(r for r in records if r["event"] == "end")["ranks_in_sync"] is True
     tensors, meta = read_safetensors(out / "generator.safetensors")
     assert meta["step"] == 4
     g = GeneratorNet(GeneratorConfig.from_dict(meta["config"]))
