@@ -70,13 +70,8 @@ def _fresh_recognizer(config: RecognizerConfig, seed: int) -> RecognizerNet:
 
 def train_and_score(images, targets, test, joint: JointConfig, synthesizer=None, recognizer_config=None) -> dict:
     """One recognizer from scratch on (images, targets) [+ synthetic faces], scored on FER+ test."""
-    import copy
-
-    state = JointState(_fresh_recognizer(recognizer_config or SMALL_RECOGNIZER, joint.seed))
-    if synthesizer is not None and joint.use_synthetic:
-        state.generator = copy.deepcopy(synthesizer.g)
-        state.discriminator = copy.deepcopy(synthesizer.d) if synthesizer.d is not None else None
-        state.class_aus = {k: np.asarray(v, float).tolist() for k, v in synthesizer.class_aus.items()}
+    state = JointState.with_synthesizer(_fresh_recognizer(recognizer_config or SMALL_RECOGNIZER, joint.seed),
+                                        synthesizer if joint.use_synthetic else None)
     started = time.time()
     run_joint(state, images, targets, joint, device="cpu")
     metrics = evaluate_crops(state.recognizer, test.images, test.ferplus_label)
@@ -113,10 +108,11 @@ def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=Non
     table = {}
     for fraction in fractions:
         row = {}
+        parts = {seed: train.subset(stratified_fraction(labels, fraction, seed)) for seed in seeds}
         for method in methods or FEW_LABEL_METHODS:
             runs = []
             for seed in seeds:
-                part = train.subset(stratified_fraction(labels, fraction, seed))
+                part = parts[seed]
                 joint = replace(base_config(steps, seed), **FEW_LABEL_METHODS[method])
                 result = train_and_score(part.images, part.soft_targets, test, joint,
                                          synthesizer if joint.use_synthetic else None)

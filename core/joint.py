@@ -110,6 +110,15 @@ class JointState:
     class_aus: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
+    @classmethod
+    def with_synthesizer(cls, recognizer_net, synthesizer) -> JointState:
+        """recognizer_net as given; copies of the synthesizer's G and D, which training changes."""
+        if synthesizer is None:
+            return cls(recognizer_net)
+        return cls(recognizer_net, copy.deepcopy(synthesizer.g),
+                   copy.deepcopy(synthesizer.d) if synthesizer.d is not None else None,
+                   {k: np.asarray(v, float).tolist() for k, v in synthesizer.class_aus.items()})
+
 
 def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, config: JointConfig,
               fer2013_labels: np.ndarray | None = None, device: torch.device | str = "cpu", on_step=None,
@@ -303,11 +312,7 @@ def fine_tune(recognizer, synthesizer, images, labels, config: JointConfig | Non
     if len(crops) == 0:
         raise InputError("none of the images holds a usable face")
     config = config or JointConfig()
-    state = JointState(copy.deepcopy(recognizer.net))
-    if synthesizer is not None:
-        state.generator = copy.deepcopy(synthesizer.g)
-        state.discriminator = copy.deepcopy(synthesizer.d) if synthesizer.d is not None else None
-        state.class_aus = {k: np.asarray(v, float).tolist() for k, v in synthesizer.class_aus.items()}
+    state = JointState.with_synthesizer(copy.deepcopy(recognizer.net), synthesizer)
     targets = F.one_hot(torch.from_numpy(index[used]), len(EXPRESSIONS)).float().numpy()
     run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop)
     new_recognizer = Recognizer(state.recognizer, recognizer.device, source="fine-tuned")

@@ -36,10 +36,6 @@ def _finite_in(value, what: str, high: float = 1.0) -> float:
     return v
 
 
-def _finite_unit(value, what: str) -> float:
-    return _finite_in(value, what)
-
-
 def parse_expression(expression) -> np.ndarray:
     """None, a name, or {name: weight} (names or synonyms) -> a distribution over EXPRESSIONS."""
     weights = np.zeros(len(EXPRESSIONS))
@@ -51,7 +47,7 @@ def parse_expression(expression) -> np.ndarray:
     if not isinstance(expression, dict):
         raise InputError("expression must be a name or a dict {name: weight}")
     for name, value in expression.items():
-        weights[expression_index(name)] += _finite_unit(value, f"expression weight of {name!r}")
+        weights[expression_index(name)] += _finite_in(value, f"expression weight of {name!r}")
     if weights.sum() <= 0:
         weights[EXPRESSIONS.index("neutral")] = 1.0
     return weights / weights.sum()
@@ -67,7 +63,7 @@ def parse_aus(aus) -> dict[str, float]:
         key = str(name).strip().upper()
         if key not in AUS:
             raise UnknownLabelError(f"unknown action unit {name!r}; expected one of {', '.join(AUS)}")
-        out[key] = _finite_unit(value, f"intensity of {key}")
+        out[key] = _finite_in(value, f"intensity of {key}")
     return out
 
 
@@ -98,13 +94,13 @@ def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: 
     """Raise InputError naming the first bad control; needs no model (the UI checks before loading one)."""
     parse_expression(expression)
     parse_aus(aus)
-    _finite_unit(intensity, "intensity")
+    _finite_in(intensity, "intensity")
     check_guidance(guidance)
 
 
 class Synthesizer:
     def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory",
-                 d=None):
+                 d=None, metadata: dict | None = None):
         self.g = g.to(device).eval()
         self.e = e.to(device).eval()
         self.d = d.to(device).eval() if d is not None else None  # only for joint fine-tuning
@@ -112,6 +108,8 @@ class Synthesizer:
         self.class_aus = {k: np.asarray(v, np.float32) for k, v in class_aus.items()}
         self.device = device
         self.source = source
+        # What the weights file said besides its tensors (step, training history): re-exports keep it.
+        self.metadata = {k: v for k, v in (metadata or {}).items() if k not in ("kind", "version", "config")}
         self._recognizer = None
         self._lock = threading.Lock()
 
@@ -137,14 +135,14 @@ class Synthesizer:
         except RuntimeError as error:
             raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
         return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
-                   source=str(path) if path else f"shipped:{name}", d=d)
+                   source=str(path) if path else f"shipped:{name}", d=d, metadata=metadata)
 
     # -- conditions and identities
     def condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:
         """The generator's condition [1, 26]; AUs not given take the expression's typical values."""
         distribution = parse_expression(expression)
         given = parse_aus(aus)
-        s = _finite_unit(intensity, "intensity")
+        s = _finite_in(intensity, "intensity")
         typical = np.zeros(len(AUS), np.float32)
         for k, name in enumerate(EXPRESSIONS):
             if name in self.class_aus:

@@ -85,8 +85,7 @@ def _joint(args: argparse.Namespace) -> int:
     valid = load_split(args.data, "valid")
     valid = valid.subset(np.flatnonzero(valid.ferplus_label >= 0))
     before = evaluate_crops(recognizer.net, valid.images, valid.ferplus_label, recognizer.device)
-    class_aus = {k: np.asarray(v, float).tolist() for k, v in synthesizer.class_aus.items()}
-    state = JointState(recognizer.net, synthesizer.g, synthesizer.d, class_aus)
+    state = JointState.with_synthesizer(recognizer.net, synthesizer)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "log.jsonl", "a") as log:
@@ -100,12 +99,8 @@ def _joint(args: argparse.Namespace) -> int:
                   device=recognizer.device, on_step=on_step)
     after = evaluate_crops(state.recognizer, valid.images, valid.ferplus_label, recognizer.device)
     export_recognizer(out / "recognizer.safetensors", state.recognizer.float().cpu(), {"joint": asdict(config)})
-    from core.weights import load_weights
-
-    _, source_meta = load_weights("generator", args.generator)  # keep its step and history
-    extra = {k: v for k, v in source_meta.items() if k not in ("kind", "version", "config")}
     export_generator(out / "generator.safetensors", state.generator.float().cpu(), synthesizer.e.cpu(),
-                     {**extra, "class_aus": state.class_aus, "joint": asdict(config)}, state.discriminator.cpu()
+                     {**synthesizer.metadata, "class_aus": state.class_aus, "joint": asdict(config)}, state.discriminator.cpu()
                      if state.discriminator is not None else None)
     sys.stdout.write(json.dumps({"event": "done", "train_faces": len(train), "valid_accuracy_before": before["accuracy"],
                                  "valid_accuracy_after": after["accuracy"]}) + "\n")
@@ -125,13 +120,10 @@ def _export_generator(args: argparse.Namespace) -> int:
     """Re-export a run's generator.safetensors (e.g. from before D was stored in half precision)."""
     from core.synthesizer import Synthesizer
     from core.training import export_generator
-    from core.weights import read_safetensors
 
-    _, meta = read_safetensors(args.source)
     synth = Synthesizer.load(path=args.source, device="cpu")
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "version", "config")}
-    export_generator(Path(args.out), synth.g, synth.e, extra, synth.d)
-    sys.stdout.write(json.dumps({"event": "exported", "out": args.out, "step": meta.get("step")}) + "\n")
+    export_generator(Path(args.out), synth.g, synth.e, synth.metadata, synth.d)
+    sys.stdout.write(json.dumps({"event": "exported", "out": args.out, "step": synth.metadata.get("step")}) + "\n")
     return 0
 
 
