@@ -140,7 +140,7 @@ def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500) -> dict:
     from core import get_recognizer
     from core.errors import WeightsError
     from core.ingest import ingest_upload
-    from core.joint import JointConfig, fine_tune
+    from core.joint import fine_tune, fine_tune_config
 
     recognizer = get_recognizer()
     archive, _ = fer_upload_zip(data_dir, uploads)
@@ -153,13 +153,13 @@ def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500) -> dict:
         synthesizer = get_synthesizer()
     except WeightsError:
         synthesizer = None
-    config = JointConfig(steps=steps, intra_weight=0.1 if synthesizer else 0.0, use_synthetic=synthesizer is not None)
+    config = fine_tune_config(steps, 100, synthesizer is not None)
     t0 = time.perf_counter()
     fine_tune(recognizer, synthesizer, list(data.crops[:100]), list(data.labels[:100]), config)
     finetune_s = time.perf_counter() - t0
     return {"finetune_100_s": round(finetune_s, 2), f"ingest_{uploads}_s": round(ingest_s, 2),
             "faces_ingested": len(data.labels),
-            "steps": steps, "joint": synthesizer is not None}
+            "steps": steps, "joint": synthesizer is not None, "generator_every": config.generator_every}
 
 
 def serve_app(timeout: float = 120.0):

@@ -49,8 +49,10 @@ FEW_LABEL_METHODS = {
 def base_config(steps: int, seed: int) -> JointConfig:
     # Labels of synthetic faces are the requests here: an EMA of a recognizer trained from scratch
     # is no pseudo-labeller, and the ablation isolates the FESGAN terms.
+    # G joins after a third of the steps: updated by a recognizer trained from scratch it drifts
+    # (measured: 10% labels, joint 0.638 +- 0.077 vs frozen G 0.684); every 2nd step halves its cost.
     return JointConfig(steps=steps, batch_real=64, batch_synth=32, lr_recognizer=0.02, pseudo_labels="none",
-                       seed=seed)
+                       generator_start=steps // 3, generator_every=2, seed=seed)
 
 
 def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

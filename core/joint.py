@@ -12,6 +12,7 @@ moves, so the real-data features are not dragged towards the synthetic bias.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ class JointConfig:
     steps: int = 300
     batch_real: int = 32
     batch_synth: int = 32
-    lr_recognizer: float = 0.005  # SGD with momentum
+    lr_recognizer: float = 0.005  # SGD with momentum, cosine-decayed to 0 over the steps
     lr_generator: float = 5e-5  # Adam
     weight_decay: float = 5e-4
     synth_weight: float = 1.0  # classification loss on synthetic faces (R, and G when update_generator)
@@ -39,6 +40,8 @@ class JointConfig:
     rdbp: bool = True  # real features are stop-gradient anchors of the intra-class loss
     adv_weight: float = 0.5  # G's adversarial loss, so it stays realistic
     update_generator: bool = True  # False: synthetic faces from a frozen G
+    generator_start: int = 0  # G, D and the intra-class loss join in at this step: R first learns from a frozen G
+    generator_every: int = 1  # G and D are updated every this many steps (in between G is frozen: cheaper)
     use_synthetic: bool = True  # False: recognizer only
     pseudo_labels: str = "rectify"  # "none", "filter" or "rectify"
     pseudo_threshold: float = 0.2  # filter: drop synthetic faces whose requested class gets less (EMA R)
@@ -51,6 +54,8 @@ class JointConfig:
     def __post_init__(self):
         if self.pseudo_labels not in PSEUDO_LABEL_MODES:
             raise ValueError(f"pseudo_labels must be one of {PSEUDO_LABEL_MODES}")
+        if self.generator_every < 1 or self.generator_start < 0:
+            raise ValueError("generator_every must be >= 1 and generator_start >= 0")
 
 
 # ---------------------------------------------------------------- losses (pure functions)
@@ -58,19 +63,24 @@ class JointConfig:
 def intra_class_loss(real_features: torch.Tensor, real_labels: torch.Tensor, synth_features: torch.Tensor,
                      synth_labels: torch.Tensor, rdbp: bool = True, centres: torch.Tensor | None = None
                      ) -> torch.Tensor:
-    """Mean squared distance of each synthetic feature to the real mean feature of its class.
+    """Mean squared distance of each (L2-normalised) synthetic feature to the real mean of its class.
+
+    Features are normalised first, so R cannot lower the loss by shrinking every feature, and the
+    loss weight does not depend on the feature scale.
 
     rdbp=True (real-data-guided back-propagation): the real anchors carry no gradient, so only the
     synthetic branch is pulled. Classes with no real face in the batch use `centres` (running real
     means) when given, else are skipped.
     """
+    real_features = F.normalize(real_features, dim=1)
+    synth_features = F.normalize(synth_features, dim=1)
     losses = []
     for k in synth_labels.unique():
         real_k = real_features[real_labels == k]
         if len(real_k):
             anchor = real_k.mean(dim=0)
         elif centres is not None:
-            anchor = centres[k]
+            anchor = F.normalize(centres[k], dim=0)
         else:
             continue
         if rdbp:
@@ -167,6 +177,9 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     for step in range(config.steps):
         if should_stop is not None and should_stop():
             break
+        # The decay makes the last step's recognizer a settled one (a constant rate leaves it noisy).
+        for group in opt_r.param_groups:
+            group["lr"] = config.lr_recognizer * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         index = torch.randint(0, len(x_all), (min(config.batch_real, len(x_all)),), generator=gen)
         x_real = augment_batch(x_all[index].float().div(255).unsqueeze(1), gen, config.augment).to(device)
         x_real = (x_real - r_cfg.mean) / r_cfg.std
@@ -174,6 +187,10 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
         y_real = t_real.argmax(dim=1)
         record = {"step": step + 1}
 
+        # Before generator_start, and between G updates, G is a frozen source of synthetic faces.
+        g_step = update_g and step >= config.generator_start and \
+            (step - config.generator_start) % config.generator_every == 0
+        intra_on = config.intra_weight > 0 and step >= config.generator_start
         if use_synth:
             n = config.batch_synth
             requested = torch.randint(0, len(EXPRESSIONS), (n,), generator=gen)
@@ -181,7 +198,7 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
             aus = (typical[requested] + 0.1 * torch.randn(n, typical.shape[1], generator=gen)).clamp(0, 1)
             cond = make_condition(F.one_hot(requested, len(EXPRESSIONS)).float(), intensity, aus).to(device)
             z = torch.randn(n, g.config.z_dim, generator=gen).to(device)
-            with torch.set_grad_enabled(update_g), autocast:
+            with torch.set_grad_enabled(g_step), autocast:
                 x_synth_gen = g(z, cond).float()
             requested = requested.to(device)
             with torch.no_grad():
@@ -206,24 +223,24 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
                 loss_synth = soft_cross_entropy(ls, targets_synth[keep])
                 loss = loss + config.synth_weight * loss_synth
                 record["loss_synth"] = float(loss_synth.detach())
-                if config.intra_weight > 0:
+                if intra_on:
                     intra = intra_class_loss(features[:nr], y_real, fs, rs, config.rdbp, centres)
                     loss = loss + config.intra_weight * intra
                     record["loss_intra"] = float(intra.detach())
             record["kept"] = float(keep.float().mean())
-            if update_g and d is not None and config.adv_weight > 0:
+            if g_step and d is not None and config.adv_weight > 0:
                 with autocast:
                     adv = g_nonsaturating_loss(d(x_synth_gen)[0].float())
                 loss = loss + config.adv_weight * adv
                 record["loss_adv"] = float(adv.detach())
         opt_r.zero_grad(set_to_none=True)
-        if opt_g is not None:
+        if g_step:
             opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_r.step()
-        if opt_g is not None:
+        if g_step:
             opt_g.step()
-        if opt_d is not None:  # D keeps judging realism so G cannot drift into adversarial patterns
+        if g_step and opt_d is not None:  # D keeps judging realism so G cannot drift into adversarial patterns
             x_real_gen = x_all[index].to(device)
             real_adv = d(to_generator_range(x_real_gen))[0]
             fake_adv = d(x_synth_gen.detach())[0]
@@ -248,6 +265,14 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     if d is not None:
         d.eval()
     return state
+
+
+def fine_tune_config(steps: int, train_faces: int, with_generator: bool, generator_every: int = 3) -> JointConfig:
+    """The Fine-tune tab's settings (its benchmark uses the same): joint learning with intra-class loss and
+    RDBP when a generator is there. The recognizer starts trained, so G joins at once; G and D are
+    updated every `generator_every` steps to keep 100 faces within the 90 s budget on 2 CPU cores."""
+    return JointConfig(steps=steps, batch_real=min(32, train_faces), use_synthetic=with_generator,
+                       intra_weight=0.1 if with_generator else 0.0, generator_every=generator_every)
 
 
 def evaluate_crops(recognizer_net, crops: np.ndarray, labels: np.ndarray, device="cpu") -> dict:

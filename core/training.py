@@ -445,6 +445,7 @@ class AURegressorTrainConfig:
     lr: float = 0.02
     augment: float = 1.0
     seed: int = 0
+    amp: bool = True  # bf16 autocast (fast on CPUs with AMX / AVX-512 BF16)
 
 
 def read_aus(au_net, x_gen: torch.Tensor) -> torch.Tensor:
@@ -479,7 +480,8 @@ def train_au_regressor(data_dir, au_cache, out_path, model_config: RecognizerCon
         aus = load_au_targets(data_dir, split, au_cache, faces.images)
         known = np.flatnonzero(np.isfinite(aus[:, 0]))
         splits[split] = (faces.images[known], aus[known])
-    net, rho = fit_au_regressor(*splits["train"], *splits["valid"], model_config, train_config, device)
+    net, rho = fit_au_regressor(*splits["train"], *splits["valid"], model_config, train_config, device,
+                                log=lambda record: print(json.dumps(record), flush=True))
     metadata = {"kind": "au_regressor", "version": FORMAT_VERSION, "config": net.config.to_dict(), "aus": list(AUS),
                 "valid_spearman": rho, "train_config": asdict(train_config or AURegressorTrainConfig())}
     save_safetensors(out_path, net.state_dict(), metadata)
@@ -488,8 +490,11 @@ def train_au_regressor(data_dir, au_cache, out_path, model_config: RecognizerCon
 
 def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_images: np.ndarray, valid_aus: np.ndarray,
                      model_config: RecognizerConfig | None = None, train_config: AURegressorTrainConfig | None = None,
-                     device: str = "auto") -> tuple[RecognizerNet, dict[str, float]]:
-    """uint8 crops [N, H, W] and AU intensities [N, len(AUS)] -> (net, valid Spearman rho per AU)."""
+                     device: str = "auto", log=None) -> tuple[RecognizerNet, dict[str, float]]:
+    """uint8 crops [N, H, W] and AU intensities [N, len(AUS)] -> (net, valid Spearman rho per AU).
+
+    log(record) is called every 100 steps with the step, the batch loss and the elapsed seconds.
+    """
     from scipy.stats import spearmanr
 
     dev = resolve_device(device)
@@ -498,9 +503,10 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
                                           num_classes=len(AUS), num_fer2013_classes=0)
     torch.manual_seed(tc.seed)
     x_train, y_train = torch.from_numpy(train_images), torch.from_numpy(train_aus).float()
-    net = RecognizerNet(mc).to(dev)
+    net = RecognizerNet(mc).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(tc.seed)
+    started = time.time()
     for step in range(tc.steps):
         for group in opt.param_groups:
             group["lr"] = tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
@@ -511,11 +517,14 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         gain = 1 + tc.augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
         x = ((x - 0.5) * gain + 0.5 + tc.augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
-        logits, _ = net(((x - mc.mean) / mc.std).to(dev))
-        loss = F.mse_loss(torch.sigmoid(logits), y_train[index].to(dev))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.amp):
+            logits, _ = net(((x - mc.mean) / mc.std).to(dev).contiguous(memory_format=torch.channels_last))
+        loss = F.mse_loss(torch.sigmoid(logits.float()), y_train[index].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if log is not None and ((step + 1) % 100 == 0 or step + 1 == tc.steps):
+            log({"step": step + 1, "loss": round(float(loss.detach()), 5), "elapsed_s": round(time.time() - started, 1)})
     net.eval()
     x_valid = torch.from_numpy(valid_images)
     with torch.no_grad():

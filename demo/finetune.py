@@ -81,7 +81,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
     is closed (gradio closes this generator: `finally` below) or MAX_SECONDS have passed.
     """
     from core.ingest import ingest_upload
-    from core.joint import JointConfig, evaluate_crops, fine_tune
+    from core.joint import evaluate_crops, fine_tune, fine_tune_config
 
     key = session_key(request) or "anonymous"
     steps, label = _check_request(files, batch_label, steps)
@@ -139,8 +139,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
                 synthesizer = get_synthesizer()
             except WeightsError:
                 summary += " No generator is shipped yet: fine-tuning the recognizer alone."
-        config = JointConfig(steps=steps, intra_weight=0.1 if synthesizer else 0.0,
-                             use_synthetic=synthesizer is not None, batch_real=min(32, len(train)))
+        config = fine_tune_config(steps, len(train), synthesizer is not None)
         updates: queue.Queue = queue.Queue()
         result: dict = {}
 

@@ -20,11 +20,14 @@ def test_rdbp_stops_gradient_into_real_features():
     loss.backward()
     assert real.grad is None or torch.count_nonzero(real.grad) == 0
     assert torch.count_nonzero(synth.grad[:3]) > 0 and torch.count_nonzero(synth.grad[3]) == 0
+    r, s = torch.nn.functional.normalize(real, dim=1), torch.nn.functional.normalize(synth, dim=1)
     expected = torch.stack([
-        (synth[0] - real[:2].mean(0)).pow(2).sum(),
-        (synth[1:3] - real[2:4].mean(0)).pow(2).sum(1).mean(),
+        (s[0] - r[:2].mean(0)).pow(2).sum(),
+        (s[1:3] - r[2:4].mean(0)).pow(2).sum(1).mean(),
     ]).mean()
     assert torch.allclose(loss, expected)
+    # Scale-free: R cannot lower it by shrinking its features.
+    assert torch.allclose(intra_class_loss(real * 0.01, real_labels, synth * 0.01, synth_labels), loss, atol=1e-6)
 
     real.grad = synth.grad = None
     intra_class_loss(real, real_labels, synth, synth_labels, rdbp=False).backward()
@@ -62,6 +65,23 @@ def test_joint_updates_the_generator_only_when_asked(tiny_synthesizer, update_ge
     assert changed == update_generator
     assert len(state.history) == 3
     assert "loss_synth" in state.history[-1] or state.history[-1]["kept"] == 0  # all filtered: no synthetic loss
+
+
+def test_generator_joins_at_generator_start_and_every_k_steps(tiny_synthesizer):
+    images, targets, _ = _data()
+    g, d = copy.deepcopy(tiny_synthesizer.g), copy.deepcopy(tiny_synthesizer.d)
+    state = JointState(RecognizerNet(TINY_R), g, d, tiny_synthesizer.class_aus)
+    snapshots = []
+    config = JointConfig(steps=7, batch_real=8, batch_synth=8, intra_weight=0.1, generator_start=3, generator_every=2,
+                         pseudo_labels="none", augment=0.0)
+    run_joint(state, images, targets, config,
+              on_step=lambda record: snapshots.append(next(iter(g.parameters())).detach().clone()))
+    moved = [not torch.equal(a, b) for a, b in zip(snapshots, snapshots[1:])]  # did step i+1 change G?
+    assert moved == [False, False, True, False, True, False]  # G changes at steps 3 and 5 (0-based)
+    assert all("loss_intra" not in r for r in state.history[:3]) and "loss_intra" in state.history[3]
+    assert all("loss_adv" in r for r in state.history[3::2]) and "loss_adv" not in state.history[4]
+    with pytest.raises(ValueError):
+        JointConfig(generator_every=0)
 
 
 def test_recognizer_only_and_early_stop():
