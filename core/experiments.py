@@ -8,7 +8,7 @@ few-labels      (Yan et al.) a recognizer trained from scratch on 5/10/25/100% o
                 recognizer only; + synthetic faces of a frozen G; joint (G updated by R's loss);
                 joint + intra-class loss; joint + intra-class loss with RDBP
 synthetic-only  (SynFER) a recognizer trained only on generated faces, 1x and 5x the train set
-                size, labelled by the request or rectified by a pseudo-labeller trained on real
+                size, labelled by the request or relabelled by a pseudo-labeller trained on real
                 faces (the shipped recognizer), next to the same recognizer trained on real faces
 
 Each cell is trained with every seed and reported as mean and std of FER+ test accuracy and
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.joint import JointConfig, JointState, evaluate_crops, pseudo_label_targets, run_joint
+from core.joint import JointConfig, JointState, evaluate_crops, run_joint
 from core.labels import EXPRESSIONS
 from core.recognizer import RecognizerConfig, RecognizerNet
 
@@ -44,6 +44,10 @@ FEW_LABEL_METHODS = {
     "joint_intra": {"intra_weight": 0.05, "rdbp": False},
     "joint_intra_rdbp": {"intra_weight": 0.05, "rdbp": True},
 }
+
+
+POOL_CONFIDENCE = 0.4  # rectified pools drop faces whose relabelled top class gets less
+POOL_INTENSITY_LOW = 0.3  # pool intensities are drawn from [this, 1]
 
 
 def base_config(steps: int, seed: int) -> JointConfig:
@@ -131,12 +135,15 @@ def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=Non
 
 @torch.no_grad()
 def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int, labeller=None,
-                   threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+                   threshold: float = POOL_CONFIDENCE, intensity_low: float = POOL_INTENSITY_LOW
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """`size` generated faces with the class mix of the train set: crops [M, 48, 48], targets [M, 8].
 
-    With a labeller (a recognizer trained on real faces), targets are rectified as in SynFER:
-    faces whose requested class it believes less than `threshold` are dropped, the others get half
-    the request and half its reading.
+    Without a labeller a face is labelled by its request. With one (a recognizer trained on real
+    faces), labels are rectified as SynFER's pseudo-label generator does: each face is relabelled
+    by the labeller's reading (averaged over the face and its mirror, a two-view ensemble) and
+    dropped when that reading's top class gets less than `threshold`. Intensities are drawn from
+    [intensity_low, 1], so the pool has subtle faces too, whose request is the least reliable label.
     """
     from core.generator import make_condition, to_uint8
     from core.recognizer import predict_probs
@@ -148,16 +155,18 @@ def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int, lab
     for start in range(0, size, 512):
         k = requested[start : start + 512]
         n = len(k)
-        intensity = torch.rand(n, generator=gen) * 0.4 + 0.6
+        intensity = torch.rand(n, generator=gen) * (1 - intensity_low) + intensity_low
         aus = (typical[k] + 0.1 * torch.randn(n, typical.shape[1], generator=gen)).clamp(0, 1)
         cond = make_condition(torch.nn.functional.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus)
         z = torch.randn(n, synthesizer.g.config.z_dim, generator=gen)
         faces = to_uint8(synthesizer.g(z.to(synthesizer.device), cond.to(synthesizer.device))).cpu().numpy()
         if labeller is None:
-            t, keep = pseudo_label_targets(torch.zeros(n, len(EXPRESSIONS)), k, "none", 0.0)
+            t, keep = torch.nn.functional.one_hot(k, len(EXPRESSIONS)).float(), torch.ones(n, dtype=torch.bool)
         else:
-            probs, _ = predict_probs(labeller.net, torch.from_numpy(faces), labeller.device)
-            t, keep = pseudo_label_targets(probs.float().cpu(), k, "rectify", threshold)
+            views = [faces, np.ascontiguousarray(faces[:, :, ::-1])]
+            t = torch.stack([predict_probs(labeller.net, torch.from_numpy(v), labeller.device)[0].float().cpu()
+                             for v in views]).mean(dim=0)
+            keep = t.max(dim=1).values >= threshold
         crops.append(faces[keep.numpy()])
         targets.append(t[keep].numpy())
     return np.concatenate(crops), np.concatenate(targets).astype(np.float32)

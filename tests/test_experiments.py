@@ -52,10 +52,10 @@ def test_few_labels_runs_every_method(tiny_synthesizer, tmp_path):
         assert summary["runs"][0]["train_faces"] < 64
 
 
-def test_rectified_pool_drops_and_softens_labels(tiny_synthesizer):
+def test_rectified_pool_relabels_and_drops_unsure_faces(tiny_synthesizer):
     import torch
 
-    from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet
+    from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet, predict_probs
 
     mix = np.full(len(EXPRESSIONS), 1 / len(EXPRESSIONS))
     crops, targets = synthetic_pool(tiny_synthesizer, 40, mix, seed=0)
@@ -65,10 +65,18 @@ def test_rectified_pool_drops_and_softens_labels(tiny_synthesizer):
     torch.manual_seed(0)
     labeller = Recognizer(RecognizerNet(RecognizerConfig(widths=(8,), depths=(1,), embed_dim=8)).eval(),
                           torch.device("cpu"))
-    crops_r, targets_r = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=0.12)
-    assert 0 < len(crops_r) == len(targets_r) <= 40
-    np.testing.assert_allclose(targets_r.sum(axis=1), 1, atol=1e-5)
-    assert (targets_r.max(axis=1) < 1).all()  # half request, half the labeller's reading
+    crops_all, targets_all = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=0.0)
+    np.testing.assert_array_equal(crops_all, crops)  # the same faces, relabelled
+    expected = predict_probs(labeller.net, torch.from_numpy(crops), labeller.device)[0].numpy()
+    mirrored = predict_probs(labeller.net, torch.from_numpy(np.ascontiguousarray(crops[:, :, ::-1])),
+                             labeller.device)[0].numpy()
+    np.testing.assert_allclose(targets_all, (expected + mirrored) / 2, atol=1e-5)  # two-view ensemble
+    threshold = float(np.median(targets_all.max(axis=1)))
+    crops_r, targets_r = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=threshold)
+    keep = targets_all.max(axis=1) >= threshold
+    assert 0 < len(crops_r) == keep.sum() < 40  # faces the labeller is unsure of are dropped
+    np.testing.assert_array_equal(crops_r, crops[keep])
+    np.testing.assert_allclose(targets_r, targets_all[keep])
 
 
 @pytest.mark.slow
