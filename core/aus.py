@@ -218,6 +218,24 @@ def _cached(cache: str, split: str) -> np.ndarray:
         return z["landmarks"].astype(np.float64)
 
 
+# Position in ALIGN_LANDMARKS of each point's mirror image (eye corners, cheeks and face outline swap
+# sides; the nose ridge and forehead points lie on the midline).
+ALIGN_MIRROR = (3, 2, 1, 0, 4, 5, 6, 7, 8, 9, 10, 12, 11, 14, 13, 16, 15, 17, 18)
+
+
+def symmetric_template(template: np.ndarray) -> np.ndarray:
+    """The template averaged with its mirror image about its midline.
+
+    A template with a slight roll (FER faces are not upright on average) would tilt every
+    frontalised face the same way, so one mouth corner would always sit a little higher: one-sided
+    measurements (AU14) would then read that tilt instead of the face, and flip sign on a mirrored face.
+    """
+    centre = template[[i for i, j in enumerate(ALIGN_MIRROR) if i == j], 0].mean()
+    mirrored = template[list(ALIGN_MIRROR)].copy()
+    mirrored[:, 0] = 2 * centre - mirrored[:, 0]
+    return (template + mirrored) / 2
+
+
 def calibrate(data: str, cache: str, out: Path = CALIBRATION_FILE) -> dict:
     from core.data import load_split
     from core.faces import procrustes_template
@@ -237,6 +255,7 @@ def calibrate(data: str, cache: str, out: Path = CALIBRATION_FILE) -> dict:
         template = np.mean(aligned, axis=0)
     template_xy = procrustes_template(rigid[:, :, :2])  # keep FER framing for x, y
     template[:, :2] = template_xy
+    template = symmetric_template(template)
     raw = np.stack([raw_measurements(frontalize(p, template)) for p in points[found]])
     neutral_raw = raw[neutral[found]]
     calibration = {
