@@ -269,10 +269,13 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
 
 def fine_tune_config(steps: int, train_faces: int, with_generator: bool, generator_every: int = 3) -> JointConfig:
     """The Fine-tune tab's settings (its benchmark uses the same): joint learning with intra-class loss and
-    RDBP when a generator is there. The recognizer starts trained, so G joins at once; G and D are
-    updated every `generator_every` steps to keep 100 faces within the 90 s budget on 2 CPU cores."""
-    return JointConfig(steps=steps, batch_real=min(32, train_faces), use_synthetic=with_generator,
-                       intra_weight=0.1 if with_generator else 0.0, generator_every=generator_every)
+    RDBP when a generator is there. The recognizer starts trained, so G joins at once. Half as many
+    synthetic as real faces per batch, and G and D updated every `generator_every` steps, keep 150
+    steps on 100 faces within the 90 s budget on 2 CPU cores (`python -m core.bench finetune`)."""
+    batch_real = min(32, train_faces)
+    return JointConfig(steps=steps, batch_real=batch_real, batch_synth=max(1, batch_real // 2),
+                       use_synthetic=with_generator, intra_weight=0.1 if with_generator else 0.0,
+                       generator_every=generator_every)
 
 
 def evaluate_crops(recognizer_net, crops: np.ndarray, labels: np.ndarray, device="cpu") -> dict:
