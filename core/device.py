@@ -21,3 +21,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError("device 'cuda' was requested but no CUDA GPU is available")
     return resolved
 
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: on CUDA with bf16 support, and on CPUs with
+    native bf16 (AVX-512 BF16 / AMX). On other CPUs (AVX2 only) oneDNN emulates it, about 8x slower
+    than fp32 (measured on a 2-core AVX2 EPYC), so training stays in fp32 there."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def train_autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast when asked for (`enabled`, a config's `amp`) and fast on this hardware."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and bf16_is_fast(device))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.device import train_autocast
 from core.generator import d_logistic_loss, g_nonsaturating_loss, make_condition, to_generator_range
 from core.labels import EXPRESSIONS
 from core.recognizer import recognizer_loss, soft_cross_entropy
@@ -49,7 +50,7 @@ class JointConfig:
     intensity_low: float = 0.6
     augment: float = 1.0
     seed: int = 0
-    amp: bool = True  # bf16 autocast: 2-3x faster on CPUs with AVX-512 BF16 / AMX, and on GPUs
+    amp: bool = True  # bf16 autocast where the hardware runs it fast (core.device.train_autocast)
 
     def __post_init__(self):
         if self.pseudo_labels not in PSEUDO_LABEL_MODES:
@@ -168,7 +169,7 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     typical = torch.tensor(np.array([state.class_aus.get(name, [0.0] * (g.config.num_aus if g else 0))
                                      for name in EXPRESSIONS], np.float32)) if use_synth else None
     centres = torch.zeros(len(EXPRESSIONS), r_cfg.embed_dim, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    autocast = train_autocast(device, config.amp)
     started = time.time()
 
     def to_recognizer(x_gen: torch.Tensor) -> torch.Tensor:  # generator range [-1, 1] -> R's input

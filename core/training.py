@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data import LabelledFaces, load_split
-from core.device import resolve_device
+from core.device import resolve_device, train_autocast
 from core.errors import WeightsError
 from core.evaluate import evaluate_predictions
 from core.labels import AUS, EXPRESSIONS
@@ -310,7 +310,6 @@ def train_recognizer(
     if state_meta and state_meta.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
         raise ValueError(f"cannot resume: the run had {state_meta['steps_per_epoch']} steps per epoch, this one "
                          f"{steps_per_epoch} (different data, batch size or number of processes)")
-    use_amp = True
 
     def save_checkpoint() -> None:
         if not info.is_main:
@@ -343,7 +342,7 @@ def train_recognizer(
             x = ((x - mc.mean) / mc.std).contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, tc.lr, tc.warmup_steps)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            with train_autocast(dev):
                 logits8, logits7 = model(x)
             loss = recognizer_loss(logits8, logits7, targets[index].to(dev), fer2013[index].to(dev),
                                    class_weights, tc.fer2013_weight)
@@ -445,7 +444,7 @@ class AURegressorTrainConfig:
     lr: float = 0.02
     augment: float = 1.0
     seed: int = 0
-    amp: bool = True  # bf16 autocast (fast on CPUs with AMX / AVX-512 BF16)
+    amp: bool = True  # bf16 autocast where the hardware runs it fast (core.device.train_autocast)
 
 
 def read_aus(au_net, x_gen: torch.Tensor) -> torch.Tensor:
@@ -517,7 +516,7 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         gain = 1 + tc.augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
         x = ((x - 0.5) * gain + 0.5 + tc.augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.amp):
+        with train_autocast(dev, tc.amp):
             logits, _ = net(((x - mc.mean) / mc.std).to(dev).contiguous(memory_format=torch.channels_last))
         loss = F.mse_loss(torch.sigmoid(logits.float()), y_train[index].to(dev))
         opt.zero_grad(set_to_none=True)
@@ -667,7 +666,7 @@ def train_generator(
 
     gen = torch.Generator().manual_seed(tc.seed * 7919 + step + info.rank)
     fixed_z = torch.randn(8, mc.z_dim, generator=torch.Generator().manual_seed(123)).to(dev)
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.amp)
+    amp = train_autocast(dev, tc.amp)
     started, last_save = time.time(), time.time()
     log_line(out, {"event": "start", "step": step, "world": info.world, "train": len(train), "au_known": float(au_known.float().mean()),
                    "params_g": sum(p.numel() for p in g.parameters())}, info)

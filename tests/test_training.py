@@ -154,3 +154,14 @@ def test_generator_trains_with_a_frozen_au_critic(tmp_path):
         train_generator(data, tmp_path / "g2", None, gc, GeneratorTrainConfig(
             steps=1, batch_size=8, sample_every=0, amp=False, au_critic=str(recognizer), au_critic_weight=1.0),
             recognizer_path=recognizer, device="cpu")
+
+
+def test_bf16_autocast_only_where_the_hardware_runs_it_fast(monkeypatch):
+    from core import device as device_module
+
+    cpu = torch.device("cpu")
+    assert not device_module.train_autocast(cpu, enabled=False)._enabled  # a config's amp=False always wins
+    for native in (False, True):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert device_module.bf16_is_fast(cpu) is native
+        assert device_module.train_autocast(cpu)._enabled is native  # emulated bf16 is ~8x slower: fp32
