@@ -134,24 +134,17 @@ def few_labels(data: str, synthesizer, fractions, seeds, steps: int, methods=Non
 
 
 @torch.no_grad()
-def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int, labeller=None,
-                   threshold: float = POOL_CONFIDENCE, intensity_low: float = POOL_INTENSITY_LOW
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """`size` generated faces with the class mix of the train set: crops [M, 48, 48], targets [M, 8].
-
-    Without a labeller a face is labelled by its request. With one (a recognizer trained on real
-    faces), labels are rectified as SynFER's pseudo-label generator does: each face is relabelled
-    by the labeller's reading (averaged over the face and its mirror, a two-view ensemble) and
-    dropped when that reading's top class gets less than `threshold`. Intensities are drawn from
-    [intensity_low, 1], so the pool has subtle faces too, whose request is the least reliable label.
-    """
+def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int,
+                   intensity_low: float = POOL_INTENSITY_LOW) -> tuple[np.ndarray, np.ndarray]:
+    """`size` generated faces with the class mix of the train set, labelled by their requests:
+    crops [M, 48, 48] uint8, one-hot targets [M, 8]. Intensities are drawn from [intensity_low, 1],
+    so the pool has subtle faces too, whose request is the least reliable label."""
     from core.generator import make_condition, to_uint8
-    from core.recognizer import predict_probs
 
     gen = torch.Generator().manual_seed(seed)
     typical = torch.tensor(np.array([synthesizer.class_aus[name] for name in EXPRESSIONS], np.float32))
     requested = torch.from_numpy(np.random.default_rng(seed).choice(len(EXPRESSIONS), size, p=class_mix))
-    crops, targets = [], []
+    crops = []
     for start in range(0, size, 512):
         k = requested[start : start + 512]
         n = len(k)
@@ -159,20 +152,34 @@ def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int, lab
         aus = (typical[k] + 0.1 * torch.randn(n, typical.shape[1], generator=gen)).clamp(0, 1)
         cond = make_condition(torch.nn.functional.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus)
         z = torch.randn(n, synthesizer.g.config.z_dim, generator=gen)
-        faces = to_uint8(synthesizer.g(z.to(synthesizer.device), cond.to(synthesizer.device))).cpu().numpy()
-        if labeller is None:
-            t, keep = torch.nn.functional.one_hot(k, len(EXPRESSIONS)).float(), torch.ones(n, dtype=torch.bool)
-        else:
-            views = [faces, np.ascontiguousarray(faces[:, :, ::-1])]
-            t = torch.stack([predict_probs(labeller.net, torch.from_numpy(v), labeller.device)[0].float().cpu()
-                             for v in views]).mean(dim=0)
-            keep = t.max(dim=1).values >= threshold
-        crops.append(faces[keep.numpy()])
-        targets.append(t[keep].numpy())
-    return np.concatenate(crops), np.concatenate(targets).astype(np.float32)
+        with torch.inference_mode():
+            crops.append(to_uint8(synthesizer.g(z.to(synthesizer.device), cond.to(synthesizer.device))).cpu().numpy())
+    targets = torch.nn.functional.one_hot(requested, len(EXPRESSIONS)).float().numpy()
+    return np.concatenate(crops), targets
 
 
-def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: int, log=None, on_run=None) -> dict:
+def rectify_pool(labeller, crops: np.ndarray, threshold: float = POOL_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """SynFER's pseudo-label generator on a synthetic pool: each face is relabelled by `labeller` (a
+    recognizer trained on real faces), reading the face and its mirror image (a two-view ensemble,
+    averaged), and dropped when that reading's top class gets less than `threshold`."""
+    from core.recognizer import predict_probs
+
+    views = [crops, np.ascontiguousarray(crops[:, :, ::-1])]
+    targets = torch.stack([predict_probs(labeller.net, torch.from_numpy(v), labeller.device)[0].float().cpu()
+                           for v in views]).mean(dim=0).numpy()
+    keep = targets.max(axis=1) >= threshold
+    return crops[keep], targets[keep].astype(np.float32)
+
+
+def synthetic_cells(multiples) -> list[str]:
+    """The synthetic-only table's rows: real, then each multiple with request labels and rectified."""
+    return ["real"] + [f"{m}x{suffix}" for m in multiples for suffix in ("", "_rectified")]
+
+
+def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: int, log=None, on_run=None,
+                   cells=None) -> dict:
+    """cells: run only these (e.g. {"real", "5x_rectified"}); default all of synthetic_cells(multiples)."""
+    cells = set(cells or synthetic_cells(multiples))
     train, test = _train_split(data), _test_split(data)
     labels = train.soft_targets.argmax(axis=1)
     class_mix = np.bincount(labels, minlength=len(EXPRESSIONS)) / len(labels)
@@ -187,13 +194,17 @@ def synthetic_only(data: str, synthesizer, labeller, multiples, seeds, steps: in
 
     for seed in seeds:
         joint = replace(base_config(steps, seed), use_synthetic=False)
-        add("real", {"seed": seed, "train_faces": len(train), "steps": steps, "generator": None,
-                     **train_and_score(train.images, train.soft_targets, test, joint)})
+        if "real" in cells:
+            add("real", {"seed": seed, "train_faces": len(train), "steps": steps, "generator": None,
+                         **train_and_score(train.images, train.soft_targets, test, joint)})
         for multiple in multiples:
-            for rectified in (False, True):
-                crops, targets = synthetic_pool(synthesizer, multiple * len(train), class_mix, seed * 1000 + multiple,
-                                                labeller if rectified else None)
-                name = f"{multiple}x" + ("_rectified" if rectified else "")
+            wanted = [name for name in (f"{multiple}x", f"{multiple}x_rectified") if name in cells]
+            if not wanted:
+                continue
+            # One pool per multiple: the rectified row trains on the same faces, relabelled.
+            pool, requests = synthetic_pool(synthesizer, multiple * len(train), class_mix, seed * 1000 + multiple)
+            for name in wanted:
+                crops, targets = rectify_pool(labeller, pool) if name.endswith("_rectified") else (pool, requests)
                 add(name, {"seed": seed, "train_faces": len(crops), "steps": steps, "generator": synthesizer.source,
                            **train_and_score(crops, targets, test, joint)})
     for name, values in runs.items():
@@ -286,9 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["few-labels"].add_argument("--methods", nargs="+", default=list(FEW_LABEL_METHODS),
                                            choices=list(FEW_LABEL_METHODS))
     sub.choices["synthetic-only"].add_argument("--multiples", type=int, nargs="+", default=[1, 5])
+    sub.choices["synthetic-only"].add_argument("--cells", nargs="+", default=None,
+                                               help="only these rows, e.g. real 5x_rectified (default: all)")
     t = sub.add_parser("table", help="print the results file as the docs' markdown tables")
     t.add_argument("results", nargs="?", default="weights/results/joint.json")
     args = parser.parse_args(argv)
+    if args.experiment == "synthetic-only" and args.cells:
+        unknown = set(args.cells) - set(synthetic_cells(args.multiples))
+        if unknown:
+            parser.error(f"unknown cells {sorted(unknown)}: choose from {synthetic_cells(args.multiples)}")
     if args.experiment == "table":
         sys.stdout.write(markdown_tables(json.loads(Path(args.results).read_text())))
         return 0
@@ -314,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
 
         settings["labeller"] = "shipped recognizer (trained on real FER+ train)"
         synthetic_only(args.data, synthesizer, get_recognizer(), args.multiples, args.seeds, args.steps, log,
-                       on_run=lambda table: merge_into(Path(args.out), "synthetic_only", table, dict(settings)))
+                       on_run=lambda table: merge_into(Path(args.out), "synthetic_only", table, dict(settings)),
+                       cells=args.cells)
     results = json.loads(Path(args.out).read_text())
     sys.stdout.write(json.dumps(results[args.experiment.replace("-", "_")]) + "\n")
     return 0

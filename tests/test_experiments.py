@@ -3,7 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from core.experiments import FEW_LABEL_METHODS, few_labels, merge_into, stratified_fraction, synthetic_pool
+from core.experiments import (
+    FEW_LABEL_METHODS,
+    few_labels,
+    merge_into,
+    rectify_pool,
+    stratified_fraction,
+    synthetic_pool,
+)
 from core.labels import EXPRESSIONS
 from tests.conftest import write_tiny_npz_dataset
 
@@ -65,14 +72,14 @@ def test_rectified_pool_relabels_and_drops_unsure_faces(tiny_synthesizer):
     torch.manual_seed(0)
     labeller = Recognizer(RecognizerNet(RecognizerConfig(widths=(8,), depths=(1,), embed_dim=8)).eval(),
                           torch.device("cpu"))
-    crops_all, targets_all = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=0.0)
+    crops_all, targets_all = rectify_pool(labeller, crops, threshold=0.0)
     np.testing.assert_array_equal(crops_all, crops)  # the same faces, relabelled
     expected = predict_probs(labeller.net, torch.from_numpy(crops), labeller.device)[0].numpy()
     mirrored = predict_probs(labeller.net, torch.from_numpy(np.ascontiguousarray(crops[:, :, ::-1])),
                              labeller.device)[0].numpy()
     np.testing.assert_allclose(targets_all, (expected + mirrored) / 2, atol=1e-5)  # two-view ensemble
     threshold = float(np.median(targets_all.max(axis=1)))
-    crops_r, targets_r = synthetic_pool(tiny_synthesizer, 40, mix, seed=0, labeller=labeller, threshold=threshold)
+    crops_r, targets_r = rectify_pool(labeller, crops, threshold=threshold)
     keep = targets_all.max(axis=1) >= threshold
     assert 0 < len(crops_r) == keep.sum() < 40  # faces the labeller is unsure of are dropped
     np.testing.assert_array_equal(crops_r, crops[keep])
