@@ -238,9 +238,11 @@ def bench_load(clients: int = 8, seconds: float = 60.0, url: str | None = None, 
     from core.labels import AUS, EXPRESSIONS
     from core.weights import REGISTRY, WEIGHTS_DIR
 
-    process = None
+    process, app_start_s = None, None
     if url is None:
+        started = time.perf_counter()
         process, url = serve_app()
+        app_start_s = round(time.perf_counter() - started, 2)  # `python app.py` until the page answers
     workdir = Path(tempfile.mkdtemp(prefix="expressionlab-load-"))
     try:
         photos, upload = load_inputs(workdir, data_dir)
@@ -344,6 +346,7 @@ def bench_load(clients: int = 8, seconds: float = 60.0, url: str | None = None, 
         everything = [v for values in latencies.values() for v in values]
         requests = len(everything) + len(errors) + unanswered[0]
         return {
+            "app_start_s": app_start_s,
             "clients": clients,
             "seconds": round(load_seconds, 1),
             "requests": requests,
