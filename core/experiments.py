@@ -164,9 +164,8 @@ def rectify_pool(labeller, crops: np.ndarray, threshold: float = POOL_CONFIDENCE
     averaged), and dropped when that reading's top class gets less than `threshold`."""
     from core.recognizer import predict_probs
 
-    views = [crops, np.ascontiguousarray(crops[:, :, ::-1])]
-    targets = torch.stack([predict_probs(labeller.net, torch.from_numpy(v), labeller.device)[0].float().cpu()
-                           for v in views]).mean(dim=0).numpy()
+    # predict_probs averages each face with its mirror image: that is the two-view ensemble.
+    targets = predict_probs(labeller.net, torch.from_numpy(crops), labeller.device, flip_tta=True)[0].float().numpy()
     keep = targets.max(axis=1) >= threshold
     return crops[keep], targets[keep].astype(np.float32)
 
