@@ -22,9 +22,11 @@ def test_metrics_on_a_known_confusion():
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(1500)
 def test_evaluate_cli_prints_the_documented_json(data_dir):
+    # The timeouts only catch a hang: 3,579 faces took over 300 s on a 2-core AVX2 machine also running training.
     result = subprocess.run([sys.executable, "-m", "core.evaluate", "--data", str(data_dir), "--split", "valid",
-                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("accuracy", "macro_f1", "clean_accuracy", "per_class_recall", "confusion"):

