@@ -271,8 +271,9 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
 def fine_tune_config(steps: int, train_faces: int, with_generator: bool, generator_every: int = 3) -> JointConfig:
     """The Fine-tune tab's settings (its benchmark uses the same): joint learning with intra-class loss and
     RDBP when a generator is there. The recognizer starts trained, so G joins at once. Half as many
-    synthetic as real faces per batch, and G and D updated every `generator_every` steps, keep 150
-    steps on 100 faces within the 90 s budget on 2 CPU cores (`python -m core.bench finetune`)."""
+    synthetic as real faces per batch, and G and D updated every `generator_every` steps, cut the cost of
+    150 steps on 100 faces (`python -m core.bench finetune`: 101 s on an idle 2-core AVX2 CPU in fp32,
+    over the 90 s budget; most of it is the recognizer's step, not G and D)."""
     batch_real = min(32, train_faces)
     return JointConfig(steps=steps, batch_real=batch_real, batch_synth=max(1, batch_real // 2),
                        use_synthetic=with_generator, intra_weight=0.1 if with_generator else 0.0,
