@@ -22,7 +22,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-
 def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up here: on CUDA with bf16 support, and on CPUs with
     native bf16 (AVX-512 BF16 / AMX). On other CPUs (AVX2 only) oneDNN emulates it, about 8x slower

@@ -152,8 +152,7 @@ def synthetic_pool(synthesizer, size: int, class_mix: np.ndarray, seed: int,
         aus = (typical[k] + 0.1 * torch.randn(n, typical.shape[1], generator=gen)).clamp(0, 1)
         cond = make_condition(torch.nn.functional.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus)
         z = torch.randn(n, synthesizer.g.config.z_dim, generator=gen)
-        with torch.inference_mode():
-            crops.append(to_uint8(synthesizer.g(z.to(synthesizer.device), cond.to(synthesizer.device))).cpu().numpy())
+        crops.append(to_uint8(synthesizer.g(z.to(synthesizer.device), cond.to(synthesizer.device))).cpu().numpy())
     targets = torch.nn.functional.one_hot(requested, len(EXPRESSIONS)).float().numpy()
     return np.concatenate(crops), targets
 
@@ -165,9 +164,9 @@ def rectify_pool(labeller, crops: np.ndarray, threshold: float = POOL_CONFIDENCE
     from core.recognizer import predict_probs
 
     # predict_probs averages each face with its mirror image: that is the two-view ensemble.
-    targets = predict_probs(labeller.net, torch.from_numpy(crops), labeller.device, flip_tta=True)[0].float().numpy()
+    targets = predict_probs(labeller.net, torch.from_numpy(crops), labeller.device, flip_tta=True)[0].numpy()
     keep = targets.max(axis=1) >= threshold
-    return crops[keep], targets[keep].astype(np.float32)
+    return crops[keep], targets[keep]
 
 
 def synthetic_cells(multiples) -> list[str]:

@@ -324,6 +324,7 @@ def train_recognizer(
 
     last_save = time.time()
     started = time.time()
+    amp = train_autocast(dev)  # decided once, entered every step
     log_line(out, {"event": "start", "step": step, "epoch": epoch, "world": info.world, "train": len(train),
                    "steps_per_epoch": steps_per_epoch, "params": sum(p.numel() for p in net.parameters())}, info)
     done = False
@@ -342,7 +343,7 @@ def train_recognizer(
             x = ((x - mc.mean) / mc.std).contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, tc.lr, tc.warmup_steps)
-            with train_autocast(dev):
+            with amp:
                 logits8, logits7 = model(x)
             loss = recognizer_loss(logits8, logits7, targets[index].to(dev), fer2013[index].to(dev),
                                    class_weights, tc.fer2013_weight)
@@ -505,6 +506,7 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
     net = RecognizerNet(mc).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(tc.seed)
+    amp = train_autocast(dev, tc.amp)
     started = time.time()
     for step in range(tc.steps):
         for group in opt.param_groups:
@@ -516,7 +518,7 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         gain = 1 + tc.augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
         x = ((x - 0.5) * gain + 0.5 + tc.augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
-        with train_autocast(dev, tc.amp):
+        with amp:
             logits, _ = net(((x - mc.mean) / mc.std).to(dev).contiguous(memory_format=torch.channels_last))
         loss = F.mse_loss(torch.sigmoid(logits.float()), y_train[index].to(dev))
         opt.zero_grad(set_to_none=True)
