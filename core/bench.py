@@ -135,12 +135,15 @@ def fer_upload_zip(data_dir: str, n: int) -> tuple[bytes, np.ndarray]:
     return buffer.getvalue(), valid.ferplus_label[index]
 
 
-def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500) -> dict:
-    """Ingest a 500-image upload; joint fine-tuning (the tab's default steps) on 100 uploaded faces."""
+def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500, frozen_stages: int | None = None) -> dict:
+    """Ingest a 500-image upload; joint fine-tuning (the tab's settings) on 100 uploaded faces.
+
+    The rest of the upload is held out: accuracy on it before and after shows what the speed costs.
+    """
     from core import get_recognizer
     from core.errors import WeightsError
     from core.ingest import ingest_upload
-    from core.joint import fine_tune, fine_tune_config
+    from core.joint import evaluate_crops, fine_tune, fine_tune_config
 
     recognizer = get_recognizer()
     archive, _ = fer_upload_zip(data_dir, uploads)
@@ -154,12 +157,18 @@ def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500) -> dict:
     except WeightsError:
         synthesizer = None
     config = fine_tune_config(steps, 100, synthesizer is not None)
+    if frozen_stages is not None:
+        config.frozen_stages = frozen_stages
     t0 = time.perf_counter()
-    fine_tune(recognizer, synthesizer, list(data.crops[:100]), list(data.labels[:100]), config)
+    tuned = fine_tune(recognizer, synthesizer, list(data.crops[:100]), list(data.labels[:100]), config)
     finetune_s = time.perf_counter() - t0
+    held_out = np.asarray(data.crops[100:]), np.asarray(data.labels[100:])
+    before, after = (evaluate_crops(r.net, *held_out, r.device)["accuracy"] if len(held_out[1]) else None
+                     for r in (recognizer, tuned.recognizer))
     return {"finetune_100_s": round(finetune_s, 2), f"ingest_{uploads}_s": round(ingest_s, 2),
-            "faces_ingested": len(data.labels),
-            "steps": steps, "joint": synthesizer is not None, "generator_every": config.generator_every}
+            "faces_ingested": len(data.labels), "steps": steps, "joint": synthesizer is not None,
+            "generator_every": config.generator_every, "frozen_stages": config.frozen_stages,
+            "held_out_faces": len(held_out[1]), "held_out_acc_before": before, "held_out_acc_after": after}
 
 
 def serve_app(timeout: float = 120.0):
@@ -384,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--steps", type=int, default=150, help="finetune: joint steps (the tab's default)")
     parser.add_argument("--uploads", type=int, default=500, help="finetune: images in the upload to ingest")
+    parser.add_argument("--frozen-stages", type=int, default=None, help="finetune: override the tab's frozen R stages")
     parser.add_argument("--clients", type=int, default=8, help="load: concurrent gradio clients")
     parser.add_argument("--seconds", type=float, default=60.0, help="load: how long the clients keep calling")
     parser.add_argument("--url", default=None, help="load: a running app (default: start python app.py)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = {"live": lambda: bench_live(args.frames), "synth": lambda: bench_synth(args.frames // 2),
-              "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads),
+              "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads, args.frozen_stages),
               "load": lambda: bench_load(args.clients, args.seconds, args.url, args.data)}[args.what]()
     sys.stdout.write(json.dumps(result if args.json else result, indent=None if args.json else 2) + "\n")
     return 0

@@ -77,6 +77,10 @@ class RecognizerNet(nn.Module):
             nn.Linear(config.embed_dim, config.num_fer2013_classes) if config.num_fer2013_classes else None
         )
 
+    def stages(self, n: int) -> nn.Sequential:
+        """The first n stages of the trunk (each: its convs and the pooling after them)."""
+        return self.features[: sum(self.config.depths[:n]) + n]
+
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features [N, embed_dim] of normalised input [N, 1, H, W]."""
         h = self.features(x)

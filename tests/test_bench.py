@@ -25,3 +25,6 @@ def test_finetune_bench_prints_json(data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["finetune_100_s"] > 0 and report["ingest_120_s"] > 0 and report["faces_ingested"] > 100
+    # The faces beyond the first 100 are held out and read before and after fine-tuning.
+    assert report["held_out_faces"] == report["faces_ingested"] - 100
+    assert 0 <= report["held_out_acc_before"] <= 1 and 0 <= report["held_out_acc_after"] <= 1

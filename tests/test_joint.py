@@ -84,6 +84,21 @@ def test_generator_joins_at_generator_start_and_every_k_steps(tiny_synthesizer):
         JointConfig(generator_every=0)
 
 
+def test_frozen_stages_keep_their_weights_and_statistics(tiny_synthesizer):
+    images, targets, _ = _data()
+    r = RecognizerNet(TINY_R)
+    before = {k: v.clone() for k, v in r.state_dict().items()}
+    frozen = {f"features.{k}" for k, _ in r.stages(1).state_dict().items()}  # conv 1, its norm, the pooling
+    state = JointState(r, copy.deepcopy(tiny_synthesizer.g), copy.deepcopy(tiny_synthesizer.d), tiny_synthesizer.class_aus)
+    run_joint(state, images, targets, JointConfig(steps=3, batch_real=8, batch_synth=8, intra_weight=0.1, frozen_stages=1))
+    after = r.state_dict()
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # weights and running statistics
+    assert not torch.equal(before["features.2.0.weight"], after["features.2.0.weight"])  # the second stage learns
+    assert all(p.requires_grad for p in r.parameters())  # the net leaves as trainable as it came
+    with pytest.raises(ValueError):
+        JointConfig(frozen_stages=-1)
+
+
 def test_recognizer_only_and_early_stop():
     images, targets, _ = _data()
     state = JointState(RecognizerNet(TINY_R))
