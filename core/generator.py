@@ -70,6 +70,33 @@ def condition_from_targets(soft_targets: torch.Tensor, aus: torch.Tensor) -> tor
     return torch.cat([soft_targets, 1 - soft_targets[:, NEUTRAL : NEUTRAL + 1], aus], dim=1)
 
 
+# ---------------------------------------------------------------- AU14, drawn by a warp
+
+# G does not learn AU14 (one-sided corner pull): measured from the mesh as the height difference of
+# the mouth corners, it is a pixel or two at 48 px, and a CNN trained to read it from FER+ train faces
+# reaches Spearman 0.10 on valid (`python -m core.train au-regressor`), so D's AU head could not teach
+# it either; G answered its AU14 input with unrelated changes (brows). The Synthesizer therefore gives
+# G the expression's typical AU14 and draws the requested one as a lift of the face's right mouth corner.
+# Where that corner sits in FER framing: mesh point 61, median over the FER+ train faces of the AU cache
+# (docs/synthesis.md), as a fraction of the crop size.
+MOUTH_CORNER_XY = (17.14 / 48, 37.03 / 48)
+CORNER_LIFT = 3 / 48  # the lift at amount 1, as a fraction of the crop height
+CORNER_RADIUS = 4 / 48  # the Gaussian window of the lift (covers the corners' spread between faces)
+
+
+def lift_mouth_corner(images: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Images [N, 1, H, W] (FER framing) with the face's right mouth corner pulled up by amount [N] in
+    [0, 1] times CORNER_LIFT; pixels outside the window stay as they are. Differentiable."""
+    n, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=images.dtype, device=images.device),
+                            torch.arange(w, dtype=images.dtype, device=images.device), indexing="ij")
+    cx, cy = MOUTH_CORNER_XY[0] * w, MOUTH_CORNER_XY[1] * h
+    window = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (CORNER_RADIUS * h) ** 2))
+    source_y = ys + amount.to(images.dtype).view(n, 1, 1) * (CORNER_LIFT * h) * window  # read from below: moves up
+    grid = torch.stack([(xs * 2 / (w - 1) - 1).expand(n, h, w), source_y * 2 / (h - 1) - 1], dim=-1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 # ---------------------------------------------------------------- networks
 
 class FiLM(nn.Module):

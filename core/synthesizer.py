@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from core.errors import InputError, UnknownLabelError, WeightsError
-from core.generator import EncoderNet, GeneratorConfig, GeneratorNet, make_condition, to_generator_range, to_uint8
+from core.generator import (
+    EncoderNet,
+    GeneratorConfig,
+    GeneratorNet,
+    lift_mouth_corner,
+    make_condition,
+    to_generator_range,
+    to_uint8,
+)
 from core.labels import AUS, EXPRESSIONS, expression_index
 
 MAX_FACES_PER_CALL = 64
@@ -106,6 +114,8 @@ class Synthesizer:
         self.d = d.to(device).eval() if d is not None else None  # only for joint fine-tuning
         self.config: GeneratorConfig = g.config
         self.class_aus = {k: np.asarray(v, np.float32) for k, v in class_aus.items()}
+        self._typical_au14 = torch.tensor([float(self.class_aus[name][AUS.index("AU14")]) if name in self.class_aus
+                                           else 0.0 for name in EXPRESSIONS])
         self.device = device
         self.source = source
         # What the weights file said besides its tensors (step, training history): re-exports keep it.
@@ -171,11 +181,25 @@ class Synthesizer:
             return self.e(x)
 
     # -- synthesis
+    def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Faces [N, 1, H, W] in [-1, 1] of identities z under a condition; differentiable.
+
+        AU14 is drawn by lifting a mouth corner (core.generator.lift_mouth_corner): G gets the
+        expression's typical AU14, and the lift is the requested AU14 beyond neutral's typical value.
+        """
+        cond = cond.expand(len(z), -1)
+        au14 = self.config.cond_dim - self.config.num_aus + AUS.index("AU14")
+        typical = cond[:, : len(EXPRESSIONS)] @ self._typical_au14.to(cond)  # the first 8 columns are the mix
+        neutral = float(self._typical_au14[EXPRESSIONS.index("neutral")])
+        lift = ((cond[:, au14] - neutral) / (1 - neutral)).clamp(0, 1)
+        g_cond = torch.cat([cond[:, :au14], typical[:, None], cond[:, au14 + 1 :]], dim=1)
+        return lift_mouth_corner(self.g(z, g_cond), lift)
+
     def render(self, z: torch.Tensor, cond: torch.Tensor, guidance: float = 0.0, target=None) -> list[np.ndarray]:
         if guidance:
             z = self.guide(z, cond, target if target is not None else cond[:, : len(EXPRESSIONS)], guidance)
         with torch.no_grad():
-            images = self.g(z, cond.expand(len(z), -1))
+            images = self.draw(z, cond)
         return list(to_uint8(images.float()).cpu().numpy())
 
     def guide(self, z: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, strength: float,
@@ -186,7 +210,7 @@ class Synthesizer:
         r_cfg = recognizer.net.config
         z = z.detach().clone().requires_grad_(True)
         for _ in range(min(steps, MAX_GUIDANCE_STEPS)):
-            image = self.g(z, cond.expand(len(z), -1))
+            image = self.draw(z, cond)
             logits, _ = recognizer.net(((image + 1) / 2 - r_cfg.mean) / r_cfg.std)
             score = (target.expand(len(z), -1) * torch.log_softmax(logits.float(), dim=1)).sum()
             (grad,) = torch.autograd.grad(score, z)

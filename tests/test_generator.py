@@ -10,6 +10,7 @@ from core.generator import (
     LatentCriticNet,
     d_logistic_loss,
     g_nonsaturating_loss,
+    lift_mouth_corner,
     make_condition,
     masked_mse,
 )
@@ -124,6 +125,33 @@ def test_training_continues_from_exported_weights(tiny_synthesizer, tmp_path):
     tc = GeneratorTrainConfig(steps=8, batch_size=8, sample_every=0, log_every=2, amp=False)
     assert train_generator(data, tmp_path / "more", None, None, tc, recognizer_path=recognizer, device="cpu",
                            init=source)["step"] == 8  # the export was at step 6: two more steps
+
+
+def test_lift_mouth_corner_moves_that_corner_up_and_nothing_else():
+    from core.generator import CORNER_LIFT, MOUTH_CORNER_XY
+
+    image = -torch.ones(2, 1, 48, 48)
+    image[:, :, 38:, :] = 1.0  # a bright band below a horizontal edge through both mouth corners
+    lifted = lift_mouth_corner(image, torch.tensor([0.0, 1.0]))
+    assert torch.allclose(lifted[0], image[0], atol=1e-6)  # amount 0: unchanged
+    x = round(MOUTH_CORNER_XY[0] * 48)
+    edge = lambda column: int((column > 0).float().argmax())  # noqa: E731  first bright row
+    assert edge(lifted[1, 0, :, x]) == 38 - round(CORNER_LIFT * 48)  # the edge rises by the full lift there
+    assert edge(lifted[1, 0, :, 48 - x]) == 38  # the other corner stays
+    assert torch.allclose(lifted[1, 0, :, 48 - x], image[1, 0, :, 48 - x], atol=0.05)
+
+
+def test_au14_is_drawn_as_a_corner_lift_beyond_the_neutral_level(tiny_synthesizer):
+    from core.generator import CORNER_RADIUS, MOUTH_CORNER_XY
+
+    aus = {name: [0.2] * len(AUS) for name in tiny_synthesizer.class_aus}
+    synth = type(tiny_synthesizer)(tiny_synthesizer.g, tiny_synthesizer.e, aus, tiny_synthesizer.device)
+    faces = [np.stack(synth.generate("neutral", {"AU14": v}, seed=1, n=2)).astype(int) for v in (0.0, 0.2, 1.0)]
+    assert np.array_equal(faces[0], faces[1])  # up to neutral's typical AU14: no lift, and G's input is the same
+    changed = np.argwhere(np.abs(faces[2] - faces[1]).max(axis=0) > 0)
+    assert len(changed)
+    centre = np.array([MOUTH_CORNER_XY[1], MOUTH_CORNER_XY[0]]) * 48  # (row, column)
+    assert np.linalg.norm(changed - centre, axis=1).max() < 4 * CORNER_RADIUS * 48  # only around that corner
 
 
 def test_a_set_au_slider_beats_the_typical_value_of_its_antagonist(tiny_synthesizer):

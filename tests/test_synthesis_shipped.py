@@ -45,7 +45,7 @@ def test_recognizer_reads_the_requested_expressions(synth, recognizer):
     assert np.mean(hits) >= 0.7, dict(zip(EXPRESSIONS, hits))
 
 
-@pytest.mark.parametrize("au", ["AU02", "AU12", "AU26"])
+@pytest.mark.parametrize("au", ["AU02", "AU12", "AU14", "AU26"])
 def test_au_slider_raises_the_measured_au(synth, au):
     from core.aus import measure_aus_crops
 
