@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -158,7 +159,7 @@ def bench_finetune(data_dir: str, steps: int = 150, uploads: int = 500, frozen_s
         synthesizer = None
     config = fine_tune_config(steps, 100, synthesizer is not None)
     if frozen_stages is not None:
-        config.frozen_stages = frozen_stages
+        config = dataclasses.replace(config, frozen_stages=frozen_stages)  # validated again
     t0 = time.perf_counter()
     tuned = fine_tune(recognizer, synthesizer, list(data.crops[:100]), list(data.labels[:100]), config)
     finetune_s = time.perf_counter() - t0

@@ -191,7 +191,7 @@ class Synthesizer:
         au14 = self.config.cond_dim - self.config.num_aus + AUS.index("AU14")
         typical = cond[:, : len(EXPRESSIONS)] @ self._typical_au14.to(cond)  # the first 8 columns are the mix
         neutral = float(self._typical_au14[EXPRESSIONS.index("neutral")])
-        lift = ((cond[:, au14] - neutral) / (1 - neutral)).clamp(0, 1)
+        lift = ((cond[:, au14] - neutral) / max(1 - neutral, 1e-6)).clamp(0, 1)
         g_cond = torch.cat([cond[:, :au14], typical[:, None], cond[:, au14 + 1 :]], dim=1)
         return lift_mouth_corner(self.g(z, g_cond), lift)
 
