@@ -114,8 +114,10 @@ class Synthesizer:
         self.d = d.to(device).eval() if d is not None else None  # only for joint fine-tuning
         self.config: GeneratorConfig = g.config
         self.class_aus = {k: np.asarray(v, np.float32) for k, v in class_aus.items()}
+        # AU14 per class (G's AU14 input, mixed by the condition) and neutral's (where the corner lift starts)
         self._typical_au14 = torch.tensor([float(self.class_aus[name][AUS.index("AU14")]) if name in self.class_aus
                                            else 0.0 for name in EXPRESSIONS])
+        self._neutral_au14 = float(self._typical_au14[EXPRESSIONS.index("neutral")])
         self.device = device
         self.source = source
         # What the weights file said besides its tensors (step, training history): re-exports keep it.
@@ -190,8 +192,7 @@ class Synthesizer:
         cond = cond.expand(len(z), -1)
         au14 = self.config.cond_dim - self.config.num_aus + AUS.index("AU14")
         typical = cond[:, : len(EXPRESSIONS)] @ self._typical_au14.to(cond)  # the first 8 columns are the mix
-        neutral = float(self._typical_au14[EXPRESSIONS.index("neutral")])
-        lift = ((cond[:, au14] - neutral) / max(1 - neutral, 1e-6)).clamp(0, 1)
+        lift = ((cond[:, au14] - self._neutral_au14) / max(1 - self._neutral_au14, 1e-6)).clamp(0, 1)
         g_cond = torch.cat([cond[:, :au14], typical[:, None], cond[:, au14 + 1 :]], dim=1)
         return lift_mouth_corner(self.g(z, g_cond), lift)
 
