@@ -117,8 +117,12 @@ def _check_directory(stream) -> None:
                           f"{MAX_FILES} files")
 
 
-def read_label_csv(data: bytes) -> dict[str, str]:
-    """filename,label rows (header optional; comma, semicolon or tab; UTF-8 with or without BOM)."""
+def read_label_csv(data: bytes) -> dict[str, str | None]:
+    """filename,label rows (header optional; comma, semicolon or tab; UTF-8 with or without BOM).
+
+    Files are matched by name (folders dropped, any case). A name listed twice with different labels
+    maps to None: which label is meant cannot be known, so that file is turned away, not guessed.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -139,13 +143,16 @@ def read_label_csv(data: bytes) -> dict[str, str]:
         if len(row) < 2:
             raise UploadError(f"CSV row {str(row)[:80]} does not have two columns (filename,label): "
                               "separate them with a comma, semicolon or tab")
-        labels[PurePosixPath(row[0].strip().replace("\\", "/")).name.lower()] = row[1].strip()
+        name, label = PurePosixPath(row[0].strip().replace("\\", "/")).name.lower(), row[1].strip()
+        if name in labels and (labels[name] is None or labels[name].lower() != label.lower()):
+            label = None
+        labels[name] = label
     if not labels:
         raise UploadError("the CSV has no filename,label rows")
     return labels
 
 
-def label_files(files: list[tuple[str, bytes]], csv_labels: dict[str, str] | None, batch_label: str | None
+def label_files(files: list[tuple[str, bytes]], csv_labels: dict[str, str | None] | None, batch_label: str | None
                 ) -> tuple[list[tuple[str, bytes, int]], list[tuple[str, str]]]:
     """Attach a class index to every image: from the CSV, the batch label, or its class folder."""
     from core.labels import expression_index
@@ -157,9 +164,12 @@ def label_files(files: list[tuple[str, bytes]], csv_labels: dict[str, str] | Non
             continue
         seen.add(path.name.lower())
         if csv_labels is not None:
-            label = csv_labels.get(path.name.lower())
-            if label is None:
+            if path.name.lower() not in csv_labels:
                 rejected.append((name, "not listed in the CSV"))
+                continue
+            label = csv_labels[path.name.lower()]
+            if label is None:
+                rejected.append((name, "listed in the CSV more than once, with different labels"))
                 continue
         elif batch_label is not None:
             label = batch_label
@@ -179,7 +189,7 @@ def label_files(files: list[tuple[str, bytes]], csv_labels: dict[str, str] | Non
     return labelled, rejected
 
 
-def ingest(files: list[tuple[str, bytes]], detector, size: int = 48, csv_labels: dict[str, str] | None = None,
+def ingest(files: list[tuple[str, bytes]], detector, size: int = 48, csv_labels: dict[str, str | None] | None = None,
            batch_label: str | None = None, max_pixels: int | None = None, should_stop=None) -> Ingested:
     """Detect and align the largest face of every labelled image.
 

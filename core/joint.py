@@ -134,12 +134,17 @@ class JointState:
 
 def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, config: JointConfig,
               fer2013_labels: np.ndarray | None = None, device: torch.device | str = "cpu", on_step=None,
-              should_stop=None) -> JointState:
+              should_stop=None, valid: tuple[np.ndarray, np.ndarray] | None = None,
+              eval_every: int | None = None) -> JointState:
     """Train state.recognizer (and state.generator) in place for config.steps steps.
 
     images: uint8 [N, H, W] real faces in FER framing; soft_targets: [N, 8] label distributions.
-    on_step(record) is called after each step; should_stop() -> True ends the loop early.
+    on_step(record) is called after each step; should_stop() -> True ends the loop early. Each record
+    has the losses and the batch accuracy on real faces ("acc_real"); with valid = (crops, label
+    indices), every eval_every steps (default: a tenth of the run) and at the last step also the
+    accuracy on those held-out faces ("acc_valid").
     """
+    from core.recognizer import predict_probs
     from core.training import augment_batch, ema_update
 
     device = torch.device(device)
@@ -175,6 +180,17 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     centres = torch.zeros(len(EXPRESSIONS), r_cfg.embed_dim, device=device)
     autocast = train_autocast(device, config.amp)
     started = time.time()
+    eval_every = eval_every or max(1, config.steps // 10)
+
+    def held_out_accuracy() -> float:
+        r.eval()
+        try:
+            with torch.no_grad():
+                probs, _ = predict_probs(r, torch.from_numpy(np.ascontiguousarray(valid[0])), device)
+            return float((probs.argmax(dim=1).numpy() == np.asarray(valid[1])).mean())
+        finally:
+            r.train()
+            frozen.eval()
 
     def to_recognizer(x_gen: torch.Tensor) -> torch.Tensor:  # generator range [-1, 1] -> R's input
         return ((x_gen + 1) / 2 - r_cfg.mean) / r_cfg.std
@@ -222,6 +238,7 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
         y7 = y7_all[index].to(device) if y7_all is not None else None
         loss = recognizer_loss(logits8[:nr], logits7[:nr] if logits7 is not None else None, t_real, y7)
         record["loss_real"] = float(loss.detach())
+        record["acc_real"] = float((logits8[:nr].detach().argmax(dim=1) == y_real).float().mean())
         if use_synth:
             fs, ls, rs = features[nr:][keep], logits8[nr:][keep], requested[keep]
             if len(fs):
@@ -258,6 +275,8 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
             for k in y_real.unique():
                 centres[k] = 0.9 * centres[k] + 0.1 * real_features[y_real == k].mean(dim=0)
         ema_update(r_ema, r, config.ema_decay)
+        if valid is not None and len(valid[1]) and ((step + 1) % eval_every == 0 or step + 1 == config.steps):
+            record["acc_valid"] = held_out_accuracy()
         record["elapsed_s"] = round(time.time() - started, 2)
         state.history.append(record)
         if on_step is not None:
@@ -299,6 +318,33 @@ def evaluate_crops(recognizer_net, crops: np.ndarray, labels: np.ndarray, device
     return classification_metrics(labels, probs.numpy().argmax(axis=1), EXPRESSIONS)
 
 
+def split_train_valid(labels: np.ndarray, share: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out of an upload: about `share` of each class with 3 or more faces (at least one)."""
+    rng = np.random.default_rng(seed)
+    valid = []
+    for k in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == k))
+        if len(index) >= 3:
+            valid += list(index[: max(1, int(round(len(index) * share)))])
+    valid = np.array(sorted(valid), np.int64)
+    return np.setdiff1d(np.arange(len(labels)), valid), valid
+
+
+def _label_index(label) -> int:
+    """A class name or synonym, or an integer index into EXPRESSIONS; anything else is an InputError."""
+    from core.errors import InputError
+    from core.labels import expression_index
+
+    if isinstance(label, str):
+        return expression_index(label)
+    if isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
+        if 0 <= int(label) < len(EXPRESSIONS):
+            return int(label)
+        raise InputError(f"label index {int(label)} is not between 0 and {len(EXPRESSIONS) - 1}")
+    raise InputError(f"a label must be a class name or an index between 0 and {len(EXPRESSIONS) - 1}, "
+                     f"not {label!r:.40}")
+
+
 @dataclass
 class FineTuneResult:
     recognizer: object  # core.recognizer.Recognizer (a new one; the input is untouched)
@@ -333,33 +379,34 @@ def faces_to_crops(images, size: int, recognizer) -> tuple[np.ndarray, list[int]
 
 
 def fine_tune(recognizer, synthesizer, images, labels, config: JointConfig | None = None, on_step=None,
-              should_stop=None) -> FineTuneResult:
+              should_stop=None, valid: tuple[np.ndarray, np.ndarray] | None = None,
+              eval_every: int | None = None) -> FineTuneResult:
     """Joint fine-tuning on a user's labelled faces, without the UI.
 
     images: photos (paths, PIL images, arrays) or FER-framed uint8 crops; labels: class names or
     synonyms, or indices into EXPRESSIONS. Returns new models; the ones passed in are not changed.
+    valid: held-out (FER-framed crops, label indices) read every eval_every steps (see run_joint).
     """
     from core.errors import InputError
-    from core.labels import expression_index
     from core.recognizer import Recognizer
 
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} labels")
-    index = np.array([expression_index(y) if isinstance(y, str) else int(y) for y in labels], np.int64)
-    if ((index < 0) | (index >= len(EXPRESSIONS))).any():
-        raise InputError("label indices must be between 0 and 7")
+    index = np.array([_label_index(y) for y in labels], np.int64)
     crops, used, rejected = faces_to_crops(images, recognizer.config.input_size, recognizer)
     if len(crops) == 0:
         raise InputError("none of the images holds a usable face")
     config = config or JointConfig()
     state = JointState.with_synthesizer(copy.deepcopy(recognizer.net), synthesizer)
     targets = F.one_hot(torch.from_numpy(index[used]), len(EXPRESSIONS)).float().numpy()
-    run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop)
+    run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop,
+              valid=valid, eval_every=eval_every)
     new_recognizer = Recognizer(state.recognizer, recognizer.device, source="fine-tuned")
     new_synthesizer = None
     if synthesizer is not None:
         from core.synthesizer import Synthesizer
 
         new_synthesizer = Synthesizer(state.generator, copy.deepcopy(synthesizer.e), state.class_aus,
-                                      synthesizer.device, source="fine-tuned", d=state.discriminator)
+                                      synthesizer.device, source="fine-tuned", d=state.discriminator,
+                                      metadata={**synthesizer.metadata, "fine_tuned": True})
     return FineTuneResult(new_recognizer, new_synthesizer, state.history, rejected)

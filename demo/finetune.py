@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import math
 import os
 import queue
@@ -20,18 +21,7 @@ VALID_SHARE = 0.2
 MAX_STEPS = 400
 MAX_SECONDS = 300  # a fine-tune stops after 5 minutes whatever the steps
 
-
-def split_train_valid(labels: np.ndarray, share: float = VALID_SHARE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified hold-out: about `share` of each class (at least one when a class has 3 or more)."""
-    rng = np.random.default_rng(seed)
-    valid = []
-    for k in np.unique(labels):
-        index = rng.permutation(np.flatnonzero(labels == k))
-        take = int(round(len(index) * share)) if len(index) >= 3 else 0
-        valid += list(index[: max(take, 1 if len(index) >= 3 else 0)])
-    valid = np.array(sorted(valid), np.int64)
-    train = np.setdiff1d(np.arange(len(labels)), valid)
-    return train, valid
+log = logging.getLogger(__name__)
 
 
 def confusion_html(confusion, title: str) -> str:
@@ -46,6 +36,11 @@ def confusion_html(confusion, title: str) -> str:
     return (f"<div style='flex:1'><div style='font-weight:700'>{html.escape(title)}</div>"
             f"<table style='border-collapse:collapse'><tr><th></th>{header}</tr>{''.join(rows)}</table>"
             f"<div style='font-size:11px'>rows: true class, columns: predicted</div></div>")
+
+
+def _key(request) -> str:
+    """The browser session; direct calls without a request (tests, scripts) share one key."""
+    return session_key(request) or "anonymous"
 
 
 def _text(value) -> str:
@@ -81,11 +76,16 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
     is closed (gradio closes this generator: `finally` below) or MAX_SECONDS have passed.
     """
     from core.ingest import ingest_upload
-    from core.joint import evaluate_crops, fine_tune, fine_tune_config
+    from core.joint import evaluate_crops, fine_tune, fine_tune_config, split_train_valid
 
-    key = session_key(request) or "anonymous"
+    key = _key(request)
     steps, label = _check_request(files, batch_label, steps)
-    recognizer = get_recognizer()
+    try:
+        recognizer = get_recognizer()
+    except WeightsError as error:
+        raise gr.Error(f"The shipped recognizer cannot be loaded, so there is nothing to fine-tune ({_text(error)})."
+                       ) from error
+    run = SESSION_MODELS.start_run(key)  # Cancel, Reset or a newer run make this one stop and install nothing
     stop = threading.Event()
     started = time.monotonic()
 
@@ -93,7 +93,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         return time.monotonic() - started > MAX_SECONDS
 
     def should_stop() -> bool:
-        return stop.is_set() or out_of_time()
+        return stop.is_set() or out_of_time() or not SESSION_MODELS.is_current(key, run)
 
     try:
         read: dict = {}
@@ -110,9 +110,11 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         while reader.is_alive():  # a large upload takes a while: keep the run cancellable meanwhile
             reader.join(0.5)
             if reader.is_alive():
-                yield ("Reading the upload…", "", "", "", _curves([]), "", None)
+                yield ("Reading the upload…", "", "", "", *_curves([]), "", None)
         if "error" in read:
             error = read["error"]
+            if not SESSION_MODELS.is_current(key, run):
+                raise gr.Error("Cancelled: your models are unchanged.")
             if out_of_time():
                 raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
                                "upload fewer images.")
@@ -126,7 +128,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         if len(data.labels) < 5:
             raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
                            + _text("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
-        train, valid = split_train_valid(data.labels)
+        train, valid = split_train_valid(data.labels, VALID_SHARE)
         if len(valid) == 0:
             train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
             summary += " (too few faces per class to hold any out: before/after are measured on the training faces)"
@@ -147,8 +149,9 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
             try:
                 result["value"] = fine_tune(recognizer, synthesizer, list(data.crops[train]),
                                             list(data.labels[train]), config, on_step=updates.put,
-                                            should_stop=should_stop)
+                                            should_stop=should_stop, valid=(data.crops[valid], data.labels[valid]))
             except Exception as error:  # noqa: BLE001 -- reported to the user below, the session keeps its models
+                log.exception("fine-tuning failed")  # the details stay in the server log
                 result["error"] = error
 
         thread = threading.Thread(target=work, daemon=True, name=f"fine-tune-{key}")
@@ -166,19 +169,24 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
             except queue.Empty:
                 pass
             progress((len(history), steps), desc="fine-tuning")
-            yield (summary, f"<ul>{rejected}</ul>", before_text, "", _curves(history), "", None)
+            yield (summary, f"<ul>{rejected}</ul>", before_text, "", *_curves(history), "", None)
         thread.join()
-        if "error" in result:
-            raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}: "
-                           f"{_text(result['error'])})")
+        if "error" in result:  # the type only: an exception's text can hold server paths
+            raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
+        if not SESSION_MODELS.is_current(key, run):
+            raise gr.Error("Cancelled: your models are unchanged.")
         tuned = result["value"]
         after = evaluate_crops(tuned.recognizer.net, data.crops[valid], data.labels[valid], tuned.recognizer.device)
         try:
-            download = _export(key, tuned.recognizer)
+            download = _export(key, tuned)
         except OSError as error:  # before the session switches: a failed save leaves it as it was
             raise gr.Error(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
                            ) from error
-        SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer)
+        # Installed only if no Cancel or Reset came in the meantime (the check and the switch are one step).
+        if not SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer, run=run):
+            for path in download:
+                _remove(path)
+            raise gr.Error("Cancelled: your models are unchanged.")
     finally:
         stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
     stopped_early = " — stopped at the time limit" if len(history) < steps and out_of_time() else ""
@@ -187,41 +195,70 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
                   "use it in Live and Synthesize.")
     matrices = (f"<div style='display:flex;gap:16px'>{confusion_html(before['confusion'], 'Before')}"
                 f"{confusion_html(after['confusion'], 'After')}</div>")
-    yield (summary, f"<ul>{rejected}</ul>", before_text, after_text, _curves(history), matrices, download)
+    yield (summary, f"<ul>{rejected}</ul>", before_text, after_text, *_curves(history), matrices, download)
 
 
 def _curves(history: list[dict]):
+    """(losses, accuracies) as long tables for the two line plots."""
     import pandas as pd
 
-    rows = [{"step": r["step"], "loss": r.get("loss_real", float("nan")), "curve": "real-face loss"} for r in history]
-    rows += [{"step": r["step"], "loss": r["loss_synth"], "curve": "synthetic-face loss"} for r in history
-             if "loss_synth" in r]
-    return pd.DataFrame(rows or [{"step": 0, "loss": float("nan"), "curve": "real-face loss"}])
+    losses = [{"step": r["step"], "loss": r.get("loss_real", float("nan")), "curve": "real faces"} for r in history]
+    losses += [{"step": r["step"], "loss": r["loss_synth"], "curve": "synthetic faces"} for r in history
+               if "loss_synth" in r]
+    window = 10  # a batch of 32 faces gives a noisy accuracy: mean over the last steps
+    recent = [r["acc_real"] for r in history if "acc_real" in r]
+    accuracies = [{"step": r["step"], "accuracy": float(np.mean(recent[max(0, i + 1 - window): i + 1])),
+                   "curve": "training batches (mean of 10 steps)"}
+                  for i, r in enumerate(r for r in history if "acc_real" in r)]
+    accuracies += [{"step": r["step"], "accuracy": r["acc_valid"], "curve": "held-out faces"} for r in history
+                   if "acc_valid" in r]
+    return (pd.DataFrame(losses or [{"step": 0, "loss": float("nan"), "curve": "real faces"}]),
+            pd.DataFrame(accuracies or [{"step": 0, "accuracy": float("nan"), "curve": "held-out faces"}]))
 
 
-def _export(key: str, recognizer) -> str:
-    from core.training import export_recognizer
+def _export(key: str, tuned) -> list[str]:
+    """The fine-tuned recognizer and (joint runs) generator as safetensors in the session's temp dir."""
+    from core.training import export_generator, export_recognizer
 
-    path = os.path.join(SESSION_MODELS.entry(key).temp_dir, "recognizer-finetuned.safetensors")
-    export_recognizer(path, recognizer.net, {"source": "fine-tuned in ExpressionLab"})
-    return path
+    folder = SESSION_MODELS.entry(key).temp_dir
+    paths = [os.path.join(folder, "recognizer-finetuned.safetensors")]
+    export_recognizer(paths[0], tuned.recognizer.net, {"source": "fine-tuned in ExpressionLab"})
+    synthesizer = tuned.synthesizer
+    if synthesizer is not None:
+        paths.append(os.path.join(folder, "generator-finetuned.safetensors"))
+        export_generator(paths[1], synthesizer.g, synthesizer.e, {**synthesizer.metadata, "class_aus": {
+            k: v.tolist() for k, v in synthesizer.class_aus.items()}, "source": "fine-tuned in ExpressionLab"},
+            synthesizer.d)
+    return paths
 
 
-def use_fine_tuned(active: bool, request: gr.Request = None) -> str:
-    key = session_key(request)
-    entry = SESSION_MODELS.entry(key) if key else None
-    if active and (entry is None or entry.recognizer is None):
-        return "Fine-tune first: there is no fine-tuned model in this session yet."
-    if entry is not None:
-        entry.active = bool(active)
-    return "Live and Synthesize use **your fine-tuned models**." if active else "Live and Synthesize use the shipped models."
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def cancel_fine_tune(request: gr.Request = None) -> str:
+    """The Cancel button: besides gradio's cancel (which acts at the run's next update), tell the run itself, so
+    one that is already past its last update installs nothing."""
+    SESSION_MODELS.cancel_run(_key(request))
+    return "Cancelled: your models are unchanged."
+
+
+def use_fine_tuned(active: bool, request: gr.Request = None):
+    entry = SESSION_MODELS.entry(_key(request))
+    if active and entry.recognizer is None:
+        return False, "Fine-tune first: there is no fine-tuned model in this session yet."
+    entry.active = bool(active)
+    return bool(active), ("Live and Synthesize use **your fine-tuned models**." if active
+                          else "Live and Synthesize use the shipped models.")
 
 
 def reset_models(request: gr.Request = None):
-    key = session_key(request)
-    if key:
-        SESSION_MODELS.reset(key)
-    return gr.update(value=False), "Back to the shipped models; your fine-tuned ones are deleted.", None
+    SESSION_MODELS.reset(_key(request))  # also stops a fine-tune that is running, which then installs nothing
+    return (gr.update(value=False), "Back to the shipped models. Your fine-tuned models are removed from this "
+            "server session (a download link already shown lasts up to 20 minutes).", None)
 
 
 def build_finetune_tab() -> None:
@@ -245,15 +282,19 @@ def build_finetune_tab() -> None:
                 before = gr.Markdown()
                 after = gr.Markdown()
                 curves = gr.LinePlot(x="step", y="loss", color="curve", label="Loss", height=220)
+                accuracy = gr.LinePlot(x="step", y="accuracy", color="curve", label="Accuracy", height=220,
+                                       y_lim=[0, 1])
         matrices = gr.HTML()
         with gr.Row():
             use = gr.Checkbox(value=False, label="Use my fine-tuned models in Live and Synthesize")
             reset = gr.Button("Reset to the shipped models")
-            download = gr.File(label="Download the fine-tuned recognizer (safetensors)")
+            download = gr.File(label="Download the fine-tuned recognizer and generator (safetensors)",
+                               file_count="multiple")
         use_status = gr.Markdown()
         event = start.click(run_fine_tune, inputs=[files, batch_label, steps, joint],
-                            outputs=[summary, rejected, before, after, curves, matrices, download],
+                            outputs=[summary, rejected, before, after, curves, accuracy, matrices, download],
                             concurrency_limit=1, concurrency_id="fine-tune", api_name="fine_tune")
-        cancel.click(None, cancels=[event])
-        use.change(use_fine_tuned, inputs=use, outputs=use_status, api_name="use_fine_tuned")
+        cancel.click(cancel_fine_tune, outputs=after, cancels=[event], api_name="cancel_fine_tune")
+        # input, not change: refusing (no model yet) unticks the box without firing the event again
+        use.input(use_fine_tuned, inputs=use, outputs=[use, use_status], api_name="use_fine_tuned")
         reset.click(reset_models, outputs=[use, use_status, download], api_name="reset_models")

@@ -7,6 +7,8 @@ that never close one (the HTTP API), after IDLE_S unused.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import shutil
 import tempfile
 import threading
@@ -23,6 +25,7 @@ class SessionEntry:
     active: bool = False
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="expressionlab-"))
     last_used: float = field(default_factory=time.monotonic)
+    run: int | None = None  # the fine-tune allowed to install its models; cancel and reset clear it
 
 
 class SessionModels:
@@ -31,11 +34,16 @@ class SessionModels:
     def __init__(self):
         self._entries: dict[str, SessionEntry] = {}
         self._lock = threading.Lock()
+        self._run_ids = itertools.count(1)  # global, so a run id is never reused by a later run
+        self._cleanup_registered = False
 
     def entry(self, key: str) -> SessionEntry:
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = SessionEntry()
+                if not self._cleanup_registered:  # at the first entry, not at import
+                    atexit.register(self.clear)
+                    self._cleanup_registered = True
             entry = self._entries[key]
             entry.last_used = time.monotonic()
         self.sweep(keep=key)
@@ -51,9 +59,36 @@ class SessionModels:
         for entry in stale:
             _free(entry)
 
-    def set(self, key: str, recognizer, synthesizer) -> None:
+    def start_run(self, key: str) -> int:
+        """A new fine-tune of this session: only it may install models (see `set`)."""
         entry = self.entry(key)
-        entry.recognizer, entry.synthesizer = recognizer, synthesizer
+        with self._lock:
+            entry.run = next(self._run_ids)
+            return entry.run
+
+    def is_current(self, key: str, run: int) -> bool:
+        """False once the run was cancelled, the session reset or a newer run started."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.run == run
+
+    def cancel_run(self, key: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            with self._lock:
+                entry.run = None
+
+    def set(self, key: str, recognizer, synthesizer, run: int | None = None) -> bool:
+        """Install a session's models; with `run`, only if that fine-tune is still current (else False)."""
+        if run is None:
+            entry = self.entry(key)
+        with self._lock:
+            if run is not None:
+                entry = self._entries.get(key)
+                if entry is None or entry.run != run:
+                    return False
+                entry.run = None
+            entry.recognizer, entry.synthesizer = recognizer, synthesizer
+        return True
 
     def recognizer(self, key: str | None):
         self.sweep(keep=key)  # Live and Synthesize traffic also retires idle sessions
@@ -75,6 +110,13 @@ class SessionModels:
         with self._lock:
             entry = self._entries.pop(key, None)
         if entry is not None:
+            _free(entry)
+
+    def clear(self) -> None:
+        """Free every session (at exit: temp files with fine-tuned models do not outlive the app)."""
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
             _free(entry)
 
     def __len__(self) -> int:

@@ -1,20 +1,11 @@
 """The Fine-tune tab end to end through gradio_client, and its isolation between sessions."""
 
 import zipfile
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from demo.finetune import split_train_valid
-
 pytestmark = pytest.mark.integration
-
-
-def test_stratified_hold_out():
-    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
-    train, valid = split_train_valid(labels)
-    assert set(train) | set(valid) == set(range(len(labels))) and not set(train) & set(valid)
-    assert (labels[valid] == 0).sum() == 2 and (labels[valid] == 1).sum() == 1 and (labels[valid] == 2).sum() == 0
 
 
 def test_fine_tune_through_the_app_and_a_second_client_keeps_the_shipped_model(app_url, data_dir, tmp_path,
@@ -22,21 +13,29 @@ def test_fine_tune_through_the_app_and_a_second_client_keeps_the_shipped_model(a
     from gradio_client import Client, handle_file
 
     from core.bench import fer_upload_zip
+    from core.synthesizer import Synthesizer
 
     archive = tmp_path / "faces.zip"
     archive.write_bytes(fer_upload_zip(str(data_dir), 30)[0])
     with zipfile.ZipFile(archive, "a") as z:
         z.writestr("../escape.png", b"x")
     first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    summary, rejected, before, after, _, matrices, download = first.predict(
+    summary, rejected, before, after, _, accuracy, matrices, download = first.predict(
         [handle_file(str(archive))], "(from folders or CSV)", 20, True, api_name="/fine_tune")
     assert "faces** ready" in summary and "unsafe path" in rejected
     assert before.startswith("**Before:** accuracy") and after.startswith("**After:** accuracy")
     assert "Before" in matrices and "After" in matrices
-    assert download.endswith(".safetensors")
+    curves = {row[accuracy["columns"].index("curve")] for row in accuracy["data"]}
+    assert curves == {"held-out faces", "training batches (mean of 10 steps)"}
+    assert sorted(Path(p).name for p in download) == ["generator-finetuned.safetensors",
+                                                      "recognizer-finetuned.safetensors"]
+    tuned_generator = Synthesizer.load(path=next(p for p in download if "generator" in p), device="cpu")
+    assert tuned_generator.metadata.get("fine_tuned") is True and tuned_generator.d is not None
 
-    status = first.predict(True, api_name="/use_fine_tuned")
-    assert "fine-tuned" in status
+    ticked, status = first.predict(True, api_name="/use_fine_tuned")
+    assert ticked is True and "fine-tuned" in status
+    ticked, status = second.predict(True, api_name="/use_fine_tuned")
+    assert ticked is False and "Fine-tune first" in status  # nothing to switch to: the box unticks
     _, cards_first, _ = first.predict(handle_file(str(grace_hopper)), api_name="/analyse_photo")
     _, cards_second, _ = second.predict(handle_file(str(grace_hopper)), api_name="/analyse_photo")
     shipped = recognizer.predict(grace_hopper)[0]

@@ -82,3 +82,11 @@ def test_batch_label_and_unlabelled_files():
     assert list(result.labels) == [6, 6]
     result = ingest_upload([("a.png", png())], BoxDetector())
     assert len(result.labels) == 0 and "no label" in result.rejected[0][1]
+
+
+def test_a_file_listed_twice_with_different_labels_is_turned_away():
+    csv_bytes = b"a.png,happy\nA.PNG,Happy\nx/b.png,sad\ny/b.png,angry\nb.png,sad\n"
+    assert read_label_csv(csv_bytes) == {"a.png": "Happy", "b.png": None}  # the same label twice is fine
+    result = ingest_upload([("a.png", png()), ("b.png", png()), ("labels.csv", csv_bytes)], BoxDetector())
+    assert [EXPRESSIONS[k] for k in result.labels] == ["happiness"]
+    assert dict(result.rejected)["b.png"] == "listed in the CSV more than once, with different labels"

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from core.errors import InputError
-from core.joint import JointConfig, JointState, fine_tune, intra_class_loss, pseudo_label_targets, run_joint
+from core.joint import (
+    JointConfig,
+    JointState,
+    fine_tune,
+    intra_class_loss,
+    pseudo_label_targets,
+    run_joint,
+    split_train_valid,
+)
 from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet
 
 TINY_R = RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16, dropout=0.0)
@@ -124,3 +132,26 @@ def test_fine_tune_returns_new_models_and_leaves_the_old_ones(tiny_synthesizer):
         fine_tune(recognizer, None, list(images), names[:3])
     with pytest.raises(InputError):
         fine_tune(recognizer, None, list(images[:2]), ["happy", "bored"])
+    for bad, message in ((None, "class name or an index"), (2.7, "class name or an index"), (True, "class name"),
+                         (8, "not between 0 and 7"), (-1, "not between 0 and 7")):
+        with pytest.raises(InputError, match=message):
+            fine_tune(recognizer, None, list(images[:2]), ["happy", bad])
+    assert len(fine_tune(recognizer, None, list(images[:2]), [np.int64(1), 0], JointConfig(steps=1)).history) == 1
+
+
+def test_fine_tune_reads_accuracy_for_the_curves():
+    recognizer = Recognizer(RecognizerNet(TINY_R), torch.device("cpu"))
+    images, _, labels = _data(16)
+    result = fine_tune(recognizer, None, list(images[:12]), list(labels[:12]),
+                       JointConfig(steps=7, batch_real=8, augment=0.0), valid=(images[12:], labels[12:]), eval_every=3)
+    assert all(0 <= r["acc_real"] <= 1 for r in result.history)
+    assert [r["step"] for r in result.history if "acc_valid" in r] == [3, 6, 7]  # every 3rd step and the last
+    net = result.recognizer.net
+    assert not net.training and all(p.requires_grad for p in net.parameters())  # reading left it as trained
+
+
+def test_stratified_hold_out():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    train, valid = split_train_valid(labels)
+    assert set(train) | set(valid) == set(range(len(labels))) and not set(train) & set(valid)
+    assert (labels[valid] == 0).sum() == 2 and (labels[valid] == 1).sum() == 1 and (labels[valid] == 2).sum() == 0
