@@ -144,7 +144,6 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     indices), every eval_every steps (default: a tenth of the run) and at the last step also the
     accuracy on those held-out faces ("acc_valid").
     """
-    from core.recognizer import predict_probs
     from core.training import augment_batch, ema_update
 
     device = torch.device(device)
@@ -183,14 +182,9 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     eval_every = eval_every or max(1, config.steps // 10)
 
     def held_out_accuracy() -> float:
-        r.eval()
-        try:
-            with torch.no_grad():
-                probs, _ = predict_probs(r, torch.from_numpy(np.ascontiguousarray(valid[0])), device)
-            return float((probs.argmax(dim=1).numpy() == np.asarray(valid[1])).mean())
-        finally:
-            r.train()
-            frozen.eval()
+        accuracy = evaluate_crops(r, valid[0], valid[1], device)["accuracy"]
+        frozen.eval()  # evaluate_crops puts the whole net back in training mode; frozen stages stay in eval
+        return accuracy
 
     def to_recognizer(x_gen: torch.Tensor) -> torch.Tensor:  # generator range [-1, 1] -> R's input
         return ((x_gen + 1) / 2 - r_cfg.mean) / r_cfg.std

@@ -9,6 +9,7 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -20,6 +21,7 @@ from demo.session_models import SESSION_MODELS, session_key
 VALID_SHARE = 0.2
 MAX_STEPS = 400
 MAX_SECONDS = 300  # a fine-tune stops after 5 minutes whatever the steps
+CANCELLED = "Cancelled: your models are unchanged."
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         if "error" in read:
             error = read["error"]
             if not SESSION_MODELS.is_current(key, run):
-                raise gr.Error("Cancelled: your models are unchanged.")
+                raise gr.Error(CANCELLED)
             if out_of_time():
                 raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
                                "upload fewer images.")
@@ -174,7 +176,7 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         if "error" in result:  # the type only: an exception's text can hold server paths
             raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
         if not SESSION_MODELS.is_current(key, run):
-            raise gr.Error("Cancelled: your models are unchanged.")
+            raise gr.Error(CANCELLED)
         tuned = result["value"]
         after = evaluate_crops(tuned.recognizer.net, data.crops[valid], data.labels[valid], tuned.recognizer.device)
         try:
@@ -185,8 +187,8 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
         # Installed only if no Cancel or Reset came in the meantime (the check and the switch are one step).
         if not SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer, run=run):
             for path in download:
-                _remove(path)
-            raise gr.Error("Cancelled: your models are unchanged.")
+                Path(path).unlink(missing_ok=True)
+            raise gr.Error(CANCELLED)
     finally:
         stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
     stopped_early = " — stopped at the time limit" if len(history) < steps and out_of_time() else ""
@@ -232,18 +234,11 @@ def _export(key: str, tuned) -> list[str]:
     return paths
 
 
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def cancel_fine_tune(request: gr.Request = None) -> str:
     """The Cancel button: besides gradio's cancel (which acts at the run's next update), tell the run itself, so
     one that is already past its last update installs nothing."""
     SESSION_MODELS.cancel_run(_key(request))
-    return "Cancelled: your models are unchanged."
+    return CANCELLED
 
 
 def use_fine_tuned(active: bool, request: gr.Request = None):
