@@ -14,10 +14,10 @@ __all__ = ["EXPRESSIONS", "ExpressionLabError", "InputError", "WeightsError", "R
 
 _LAZY = {
     "Recognizer": "core.recognizer",
-    "FaceDetector": "core.faces",
-    "load_image": "core.images",
+    "FaceDetector": "core.face.detection",
+    "load_image": "core.face.images",
     "resolve_device": "core.device",
-    "measure_aus_crops": "core.aus",
+    "measure_aus_crops": "core.face.aus",
     "Synthesizer": "core.synthesizer",
     "parse_text": "core.text",
 }

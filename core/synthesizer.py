@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from core.errors import InputError, UnknownLabelError, WeightsError
-from core.generator import (
+from core.labels import AUS, EXPRESSIONS, expression_index
+from core.models.generator import (
     EncoderNet,
     GeneratorConfig,
     GeneratorNet,
@@ -23,7 +24,6 @@ from core.generator import (
     to_generator_range,
     to_uint8,
 )
-from core.labels import AUS, EXPRESSIONS, expression_index
 
 MAX_FACES_PER_CALL = 64
 MAX_GUIDANCE_STEPS = 20
@@ -79,7 +79,7 @@ def _settle_antagonists(aus: np.ndarray, given: dict[str, float]) -> np.ndarray:
     """The generator was trained on AU vectors with at most one AU of each measured antagonist pair
     (AU01 inner brow raised / AU04 lowered). A slider the user set beats a typical value; between
     two set sliders, or two typical values, the stronger wins."""
-    from core.aus import MEASURED_ANTAGONISTS
+    from core.face.aus import MEASURED_ANTAGONISTS
 
     for a, b in MEASURED_ANTAGONISTS:
         i, j = AUS.index(a), AUS.index(b)
@@ -127,15 +127,15 @@ class Synthesizer:
 
     @classmethod
     def load(cls, name: str = "generator", path=None, device: str = "auto") -> Synthesizer:
+        from core.checkpoint import strip_prefix
         from core.device import resolve_device
-        from core.training import strip_prefix
         from core.weights import load_weights
 
         tensors, metadata = load_weights(name, path)
         if metadata.get("kind") != "generator":
             raise WeightsError(f"{path or name} does not hold generator weights")
         config = GeneratorConfig.from_dict(metadata["config"])
-        from core.generator import DiscriminatorNet
+        from core.models.generator import DiscriminatorNet
 
         g, e = GeneratorNet(config), EncoderNet(config)
         d = DiscriminatorNet(config) if any(k.startswith("d.") for k in tensors) else None
@@ -186,7 +186,7 @@ class Synthesizer:
     def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Faces [N, 1, H, W] in [-1, 1] of identities z under a condition; differentiable.
 
-        AU14 is drawn by lifting a mouth corner (core.generator.lift_mouth_corner): G gets the
+        AU14 is drawn by lifting a mouth corner (core.models.generator.lift_mouth_corner): G gets the
         expression's typical AU14, and the lift is the requested AU14 beyond neutral's typical value.
         """
         cond = cond.expand(len(z), -1)
@@ -226,8 +226,8 @@ class Synthesizer:
 
     def encode_image(self, image) -> tuple[np.ndarray, torch.Tensor]:
         """The largest face of a photo: its aligned crop and its identity code [1, z_dim]."""
-        from core.faces import align_face
-        from core.images import load_image, to_grey
+        from core.face.alignment import align_face
+        from core.face.images import load_image, to_grey
 
         rgb = load_image(image)
         faces = self.recognizer().detector.detect(rgb)  # detection and alignment only: no classification

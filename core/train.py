@@ -19,8 +19,8 @@ from pathlib import Path
 
 
 def _recognizer(args: argparse.Namespace) -> int:
-    from core.recognizer import RecognizerConfig
-    from core.training import RecognizerTrainConfig, train_recognizer
+    from core.models.recognizer import RecognizerConfig
+    from core.training.recognizer import RecognizerTrainConfig, train_recognizer
 
     model = RecognizerConfig(
         widths=tuple(args.widths), depths=tuple(args.depths), embed_dim=args.embed_dim, dropout=args.dropout
@@ -38,8 +38,8 @@ def _recognizer(args: argparse.Namespace) -> int:
 
 
 def _generator(args: argparse.Namespace) -> int:
-    from core.generator import GeneratorConfig
-    from core.training import GeneratorTrainConfig, train_generator
+    from core.models.generator import GeneratorConfig
+    from core.training.generator import GeneratorTrainConfig, train_generator
 
     model = GeneratorConfig(z_dim=args.z_dim, g_channels=tuple(args.g_channels), d_channels=tuple(args.d_channels),
                             upsample=args.upsample)
@@ -62,12 +62,13 @@ def _joint(args: argparse.Namespace) -> int:
     """FESGAN stage 2 on a dataset: the recognizer and generator fine-tuned together."""
     import numpy as np
 
-    from core.data import load_split
-    from core.experiments import stratified_fraction
-    from core.joint import JointConfig, JointState, evaluate_crops, run_joint
+    from core.checkpoint import export_generator, export_recognizer
+    from core.evaluation.recognition import evaluate_crops
     from core.recognizer import Recognizer
     from core.synthesizer import Synthesizer
-    from core.training import export_generator, export_recognizer, trainable_index
+    from core.training.data import load_split, trainable_index
+    from core.training.joint import JointConfig, JointState, run_joint
+    from core.training.joint_experiments import stratified_fraction
 
     config = JointConfig(
         steps=args.steps, batch_real=args.batch_real, batch_synth=args.batch_synth, lr_recognizer=args.lr_recognizer,
@@ -108,7 +109,7 @@ def _joint(args: argparse.Namespace) -> int:
 
 
 def _au_regressor(args: argparse.Namespace) -> int:
-    from core.training import AURegressorTrainConfig, train_au_regressor
+    from core.training.au_regressor import AURegressorTrainConfig, train_au_regressor
 
     result = train_au_regressor(args.data, args.au_cache, args.out, train_config=AURegressorTrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed), device=args.device)
@@ -118,8 +119,8 @@ def _au_regressor(args: argparse.Namespace) -> int:
 
 def _export_generator(args: argparse.Namespace) -> int:
     """Re-export a run's generator.safetensors (e.g. from before D was stored in half precision)."""
+    from core.checkpoint import export_generator
     from core.synthesizer import Synthesizer
-    from core.training import export_generator
 
     synth = Synthesizer.load(path=args.source, device="cpu")
     export_generator(Path(args.out), synth.g, synth.e, synth.metadata, synth.d)

@@ -31,7 +31,7 @@ class WeightsInfo:
     description: str
 
 
-# Update sha256 together with the file (python -m core.weights sha weights/NAME.safetensors).
+# Update sha256 together with the file (sha256sum weights/NAME.safetensors).
 REGISTRY: dict[str, WeightsInfo] = {
     info.name: info
     for info in (
@@ -116,11 +116,3 @@ def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadat
         if os.path.exists(tmp):
             os.unlink(tmp)
 
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) == 3 and sys.argv[1] == "sha":
-        print(sha256_of(sys.argv[2]))
-    else:
-        print("usage: python -m core.weights sha FILE")

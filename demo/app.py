@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.ingest import MAX_TOTAL_BYTES
+from core.training.ingest import MAX_TOTAL_BYTES
 from demo.finetune import build_finetune_tab
 from demo.live import build_live_tab, close_live_session
 from demo.synthesize import build_synthesize_tab

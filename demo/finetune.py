@@ -77,8 +77,9 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
     Reading the upload and training run in worker threads that stop when the run is cancelled, the tab
     is closed (gradio closes this generator: `finally` below) or MAX_SECONDS have passed.
     """
-    from core.ingest import ingest_upload
-    from core.joint import evaluate_crops, fine_tune, fine_tune_config, split_train_valid
+    from core.evaluation.recognition import evaluate_crops
+    from core.training.finetune import fine_tune, fine_tune_config, split_train_valid
+    from core.training.ingest import ingest_upload
 
     key = _key(request)
     steps, label = _check_request(files, batch_label, steps)
@@ -220,7 +221,7 @@ def _curves(history: list[dict]):
 
 def _export(key: str, tuned) -> list[str]:
     """The fine-tuned recognizer and (joint runs) generator as safetensors in the session's temp dir."""
-    from core.training import export_generator, export_recognizer
+    from core.checkpoint import export_generator, export_recognizer
 
     folder = SESSION_MODELS.entry(key).temp_dir
     paths = [os.path.join(folder, "recognizer-finetuned.safetensors")]

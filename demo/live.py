@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from core import InputError, get_recognizer
-from core.images import load_image
+from core.face.images import load_image
 from demo.render import annotate, au_bars_html, probability_bars_html
 from demo.session_models import SESSION_MODELS, session_key
 
@@ -18,7 +18,7 @@ STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses 
 
 
 class LiveSessions:
-    """One core.live.LiveSession per browser session (its own tracker), freed when the tab closes
+    """One core.face.tracking.LiveSession per browser session (its own tracker), freed when the tab closes
     or, should that event be lost, after IDLE_S without frames."""
 
     IDLE_S = 300
@@ -29,7 +29,7 @@ class LiveSessions:
         self._lock = threading.Lock()
 
     def get(self, key: str):
-        from core.live import LiveSession
+        from core.face.tracking import LiveSession
 
         now = time.monotonic()
         with self._lock:

@@ -43,7 +43,7 @@ def _named_errors(preprocess, describe):
 def _photo_problem(error: Exception) -> str:
     from PIL import Image
 
-    from core.images import FORMATS, MAX_PIXELS
+    from core.face.images import FORMATS, MAX_PIXELS
 
     if isinstance(error, Image.DecompressionBombError):
         return f"Your photo has too many pixels; the limit is {MAX_PIXELS:,}."
@@ -74,7 +74,7 @@ def controls_to_request(values: list) -> tuple[dict, float, dict | None]:
 
 def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.Request = None):
     """Everything the tab shows for the current controls: face, the recognizer's reading, morph strip."""
-    from core.images import load_image
+    from core.face.images import load_image
     from core.synthesizer import check_controls
 
     # Controls and photo are checked before any model is loaded: a bad value is named even without a generator.

@@ -9,8 +9,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
 def _tiny_generator_config():
-    from core.generator import GeneratorConfig
+    from core.models.generator import GeneratorConfig
 
     return GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
 
@@ -34,14 +36,14 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def grace_hopper() -> Path:
-    from core.bench import sample_face_photo
+    from core.benchmarks.common import sample_face_photo
 
     return sample_face_photo()
 
 
 @pytest.fixture(scope="session")
 def fer_test(data_dir):
-    from core.data import load_split
+    from core.training.data import load_split
 
     return load_split(data_dir, "test")
 
@@ -81,9 +83,10 @@ def tiny_dataset(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_synthesizer(tmp_path_factory):
-    from core.recognizer import RecognizerConfig, RecognizerNet
+    from core.checkpoint import export_recognizer
+    from core.models.recognizer import RecognizerConfig, RecognizerNet
     from core.synthesizer import Synthesizer
-    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+    from core.training.generator import GeneratorTrainConfig, train_generator
 
     root = tmp_path_factory.mktemp("gen")
     data = write_tiny_npz_dataset(root / "data", n=64)

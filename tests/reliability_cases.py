@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ImageDecodeError, ImageTooLargeError
-from core.faces import NUM_LANDMARKS, DetectedFace
+from core.face.detection import NUM_LANDMARKS, DetectedFace
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -35,7 +35,7 @@ def test_photo_analysis_through_gradio_client(app_url, grace_hopper, tmp_path):
 
 
 def test_live_handler_tracks_smooths_and_mirrors():
-    from core.bench import webcam_frame
+    from core.benchmarks.common import webcam_frame
     from demo.live import SESSIONS, close_live_session, live_frame
 
     request = type("Request", (), {"session_hash": "test-live"})()

@@ -1,17 +1,10 @@
 import numpy as np
 import pytest
 
-from core.aus import (
-    ALIGN_MIRROR,
-    intensities_from_raw,
-    load_calibration,
-    measure_aus,
-    measure_aus_crops,
-    roc_auc,
-    similarity_3d,
-    symmetric_template,
-)
+from core.face.au_calibration import ALIGN_MIRROR, symmetric_template
+from core.face.aus import intensities_from_raw, load_calibration, measure_aus, measure_aus_crops, similarity_3d
 from core.labels import AU_NAMES, AUS, EXPRESSIONS, PROTOTYPE_AUS
+from core.metrics import roc_auc
 
 
 def _rotation(a, b, c):
@@ -109,7 +102,7 @@ def test_recognizer_reports_aus(recognizer, grace_hopper):
 def test_measured_antagonists_are_never_both_on():
     import torch
 
-    from core.aus import consistent_aus
+    from core.face.aus import consistent_aus
 
     aus = np.zeros((2, len(AUS)))
     aus[0, AUS.index("AU01")], aus[0, AUS.index("AU04")] = 0.7, 0.3

@@ -25,7 +25,7 @@ def test_fake_webcam_streams_into_the_live_tab_and_gets_labelled(app_url, tmp_pa
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
-    from core.bench import webcam_frame
+    from core.benchmarks.common import webcam_frame
 
     camera = write_y4m(tmp_path / "camera.y4m", webcam_frame(), frames=10)
     args = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

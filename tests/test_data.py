@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import load_split, read_class_folders, votes_to_targets
 from core.errors import DatasetError, UnknownLabelError
+from core.training.data import load_split, read_class_folders, votes_to_targets
 
 
 def test_votes_to_targets_drops_single_stray_votes_and_non_faces():

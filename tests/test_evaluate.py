@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.evaluate import classification_metrics
+from core.metrics import classification_metrics
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from core.bench import bench_synth
-from core.evaluate_synth import au_control, controllability, frechet_distance, identity
+from core.benchmarks.synth import bench_synth
+from core.evaluation.synthesis import au_control, controllability, identity
 from core.labels import AUS, EXPRESSIONS
+from core.metrics import frechet_distance
 
 
 def test_frechet_distance_of_known_gaussians():

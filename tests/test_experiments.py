@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from core.experiments import (
+from core.labels import EXPRESSIONS
+from core.training.joint_experiments import (
     FEW_LABEL_METHODS,
     few_labels,
     merge_into,
@@ -11,7 +12,6 @@ from core.experiments import (
     stratified_fraction,
     synthetic_pool,
 )
-from core.labels import EXPRESSIONS
 from tests.conftest import write_tiny_npz_dataset
 
 
@@ -62,7 +62,8 @@ def test_few_labels_runs_every_method(tiny_synthesizer, tmp_path):
 def test_rectified_pool_relabels_and_drops_unsure_faces(tiny_synthesizer):
     import torch
 
-    from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet, predict_probs
+    from core.models.recognizer import RecognizerConfig, RecognizerNet, predict_probs
+    from core.recognizer import Recognizer
 
     mix = np.full(len(EXPRESSIONS), 1 / len(EXPRESSIONS))
     crops, targets = synthetic_pool(tiny_synthesizer, 40, mix, seed=0)
@@ -88,10 +89,10 @@ def test_rectified_pool_relabels_and_drops_unsure_faces(tiny_synthesizer):
 
 @pytest.mark.slow
 def test_joint_cli_exports_both_models(tiny_synthesizer, tmp_path):
-    from core.recognizer import RecognizerConfig, RecognizerNet
+    from core.checkpoint import export_recognizer
+    from core.models.recognizer import RecognizerConfig, RecognizerNet
     from core.synthesizer import Synthesizer
     from core.train import main
-    from core.training import export_recognizer
     from core.weights import read_safetensors
 
     data = write_tiny_npz_dataset(tmp_path / "data", n=64)
@@ -107,7 +108,7 @@ def test_joint_cli_exports_both_models(tiny_synthesizer, tmp_path):
 
 
 def test_markdown_tables_show_mean_std_and_missing_cells(tmp_path):
-    from core.experiments import _summary, markdown_tables
+    from core.training.joint_experiments import _summary, markdown_tables
 
     path = tmp_path / "joint.json"
     for seed, acc in ((0, 0.6), (1, 0.7)):

@@ -2,17 +2,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.faces import (
+from core.face.alignment import (
     ALIGN_LANDMARKS,
     FER_TEMPLATE,
     NUM_LANDMARKS,
-    DetectedFace,
-    FaceDetector,
     align_face,
     alignment_matrix,
     similarity_transform,
 )
-from core.mtcnn import batched_nms, nms
+from core.face.detection import DetectedFace, FaceDetector
+from core.face.mtcnn import batched_nms, nms
 
 
 def test_similarity_transform_recovers_a_known_transform():
@@ -89,7 +88,7 @@ def test_every_face_largest_first_and_none_on_blank(grace_hopper):
 def test_mtcnn_fallback_runs_offline(grace_hopper):
     import sys
 
-    from core.mtcnn import load_mtcnn
+    from core.face.mtcnn import load_mtcnn
 
     boxes, probs = load_mtcnn().detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
     assert len(boxes) == 1 and float(probs[0]) > 0.95
@@ -114,7 +113,7 @@ def test_mtcnn_used_when_mediapipe_finds_nothing(grace_hopper, monkeypatch):
 @pytest.mark.integration
 def test_alignment_reproduces_fer_framing(fer_test):
     """On FER test crops the fitted alignment is close to identity: our framing is FER's framing."""
-    from core.faces import fer_crop_landmarks
+    from core.face.alignment import fer_crop_landmarks
 
     points = fer_crop_landmarks(fer_test.images[:100])
     found = np.isfinite(points[:, 0, 0])
@@ -133,7 +132,7 @@ def test_supersampled_warp_keeps_pixel_centres():
     """A pure 4x shrink through warp_grey equals an area resize: no half-pixel drift."""
     import cv2
 
-    from core.faces import warp_grey
+    from core.face.alignment import warp_grey
 
     grey = (np.add.outer(np.arange(192), np.arange(192) * 3) % 256).astype(np.uint8)
     matrix = np.array([[0.25, 0.0, 0.0], [0.0, 0.25, 0.0]])

@@ -12,7 +12,7 @@ def test_fine_tune_through_the_app_and_a_second_client_keeps_the_shipped_model(a
                                                                                grace_hopper, recognizer):
     from gradio_client import Client, handle_file
 
-    from core.bench import fer_upload_zip
+    from core.benchmarks.finetune import fer_upload_zip
     from core.synthesizer import Synthesizer
 
     archive = tmp_path / "faces.zip"

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from core.errors import InputError, UnknownLabelError
-from core.generator import (
+from core.labels import AUS
+from core.models.generator import (
     DiscriminatorNet,
     EncoderNet,
     GeneratorNet,
@@ -14,8 +15,7 @@ from core.generator import (
     make_condition,
     masked_mse,
 )
-from core.labels import AUS
-from core.recognizer import RecognizerConfig, RecognizerNet
+from core.models.recognizer import RecognizerConfig, RecognizerNet
 from core.synthesizer import NoFaceError
 from tests.conftest import TINY_GENERATOR as TINY
 
@@ -101,7 +101,7 @@ def test_edit_a_real_face_and_refuse_a_blank_one(tiny_synthesizer, grace_hopper)
 
 
 def test_cycle_loss_and_recognizer_augmentation():
-    from core.generator import latent_cycle_loss, random_shift_flip
+    from core.models.generator import latent_cycle_loss, random_shift_flip
 
     encoder = EncoderNet(TINY)
     x = (torch.rand(4, 1, 48, 48) * 2 - 1).requires_grad_(True)
@@ -114,8 +114,9 @@ def test_cycle_loss_and_recognizer_augmentation():
 
 
 def test_training_continues_from_exported_weights(tiny_synthesizer, tmp_path):
-    from core.recognizer import RecognizerConfig, RecognizerNet
-    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+    from core.checkpoint import export_recognizer
+    from core.models.recognizer import RecognizerConfig, RecognizerNet
+    from core.training.generator import GeneratorTrainConfig, train_generator
     from tests.conftest import write_tiny_npz_dataset
 
     data = write_tiny_npz_dataset(tmp_path / "data", n=64)
@@ -128,7 +129,7 @@ def test_training_continues_from_exported_weights(tiny_synthesizer, tmp_path):
 
 
 def test_lift_mouth_corner_moves_that_corner_up_and_nothing_else():
-    from core.generator import CORNER_LIFT, MOUTH_CORNER_XY
+    from core.models.generator import CORNER_LIFT, MOUTH_CORNER_XY
 
     image = -torch.ones(2, 1, 48, 48)
     image[:, :, 38:, :] = 1.0  # a bright band below a horizontal edge through both mouth corners
@@ -142,7 +143,7 @@ def test_lift_mouth_corner_moves_that_corner_up_and_nothing_else():
 
 
 def test_au14_is_drawn_as_a_corner_lift_beyond_the_neutral_level(tiny_synthesizer):
-    from core.generator import CORNER_RADIUS, MOUTH_CORNER_XY
+    from core.models.generator import CORNER_RADIUS, MOUTH_CORNER_XY
 
     aus = {name: [0.2] * len(AUS) for name in tiny_synthesizer.class_aus}
     synth = type(tiny_synthesizer)(tiny_synthesizer.g, tiny_synthesizer.e, aus, tiny_synthesizer.device)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from core.errors import ImageDecodeError, ImageTooLargeError, InputError
-from core.images import load_image, to_grey
+from core.face.images import load_image, to_grey
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.faces import NUM_LANDMARKS, DetectedFace
-from core.ingest import MAX_FILES, UploadError, ingest_upload, read_label_csv, read_zip
+from core.face.detection import NUM_LANDMARKS, DetectedFace
 from core.labels import EXPRESSIONS
+from core.training.ingest import MAX_FILES, UploadError, ingest_upload, read_label_csv, read_zip
 
 
 class BoxDetector:

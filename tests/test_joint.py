@@ -5,16 +5,10 @@ import pytest
 import torch
 
 from core.errors import InputError
-from core.joint import (
-    JointConfig,
-    JointState,
-    fine_tune,
-    intra_class_loss,
-    pseudo_label_targets,
-    run_joint,
-    split_train_valid,
-)
-from core.recognizer import Recognizer, RecognizerConfig, RecognizerNet
+from core.models.recognizer import RecognizerConfig, RecognizerNet
+from core.recognizer import Recognizer
+from core.training.finetune import fine_tune, split_train_valid
+from core.training.joint import JointConfig, JointState, intra_class_loss, pseudo_label_targets, run_joint
 
 TINY_R = RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16, dropout=0.0)
 

@@ -33,7 +33,7 @@ def fine_tune_workers(key: str) -> list[threading.Thread]:
 
 @pytest.fixture(scope="module")
 def faces_zip(data_dir, tmp_path_factory) -> Path:
-    from core.bench import fer_upload_zip
+    from core.benchmarks.finetune import fer_upload_zip
 
     path = tmp_path_factory.mktemp("faults") / "faces.zip"
     path.write_bytes(fer_upload_zip(str(data_dir), 16)[0])
@@ -135,7 +135,7 @@ def test_a_client_killed_mid_fine_tune_frees_its_worker_and_the_app_keeps_servin
 
 
 def test_crashed_or_unsaved_fine_tunes_keep_the_session_models(app_url, faces_zip, grace_hopper, monkeypatch):
-    import core.joint
+    import core.training.finetune
     import demo.finetune
     from core import get_recognizer
     from demo.session_models import SESSION_MODELS
@@ -145,19 +145,19 @@ def test_crashed_or_unsaved_fine_tunes_keep_the_session_models(app_url, faces_zi
     previous = get_recognizer()
     SESSION_MODELS.set(key, previous, None)
     SESSION_MODELS.entry(key).active = True
-    real_fine_tune = core.joint.fine_tune
+    real_fine_tune = core.training.finetune.fine_tune
 
     def crash(recognizer, synthesizer, images, labels, config, on_step=None, should_stop=None, **kwargs):
         on_step({"step": 1, "loss_real": 1.0})
         raise RuntimeError("simulated crash in training")
 
-    monkeypatch.setattr(core.joint, "fine_tune", crash)
+    monkeypatch.setattr(core.training.finetune, "fine_tune", crash)
     with pytest.raises(Exception, match=r"Fine-tuning failed; your models are unchanged \(RuntimeError\)") as caught:
         client.predict(*fine_tune_args(faces_zip, 10), api_name="/fine_tune")
     assert "simulated crash" not in str(caught.value)  # the exception's own text stays in the server log
     assert SESSION_MODELS._entries[key].recognizer is previous and not fine_tune_workers(key)
 
-    monkeypatch.setattr(core.joint, "fine_tune", real_fine_tune)
+    monkeypatch.setattr(core.training.finetune, "fine_tune", real_fine_tune)
     def disk_full(key, recognizer):
         raise OSError(28, "No space left on device")
 
@@ -283,7 +283,7 @@ def test_ingestion_writes_nothing_to_disk(monkeypatch):
     """Uploads are read in memory: not one file is opened for writing while a hostile zip is ingested."""
     import builtins
 
-    from core.ingest import ingest_upload
+    from core.training.ingest import ingest_upload
     from tests.reliability_cases import BoxDetector, encode, make_zip, noise
 
     data = make_zip({"../../escape.png": encode(noise()), "/tmp/abs.png": encode(noise()), "happy/a.png": encode(noise()),
@@ -310,7 +310,7 @@ def test_ingestion_writes_nothing_to_disk(monkeypatch):
 
 def test_a_fine_tune_stops_at_its_wall_time(monkeypatch, faces_zip):
     """MAX_SECONDS bounds a fine-tune, reading included, whatever its steps."""
-    import core.joint
+    import core.training.finetune
     import demo.finetune as tab
     from demo.session_models import SESSION_MODELS
 
@@ -320,13 +320,13 @@ def test_a_fine_tune_stops_at_its_wall_time(monkeypatch, faces_zip):
             pass
 
     monkeypatch.setattr(tab, "MAX_SECONDS", 300)
-    real_fine_tune = core.joint.fine_tune
+    real_fine_tune = core.training.finetune.fine_tune
 
     def out_of_time_once_training(*args, **kwargs):
         monkeypatch.setattr(tab, "MAX_SECONDS", 0)
         return real_fine_tune(*args, **kwargs)
 
-    monkeypatch.setattr(core.joint, "fine_tune", out_of_time_once_training)
+    monkeypatch.setattr(core.training.finetune, "fine_tune", out_of_time_once_training)
     try:
         *_, last = tab.run_fine_tune([str(faces_zip)], None, 400, False)
     finally:
@@ -338,13 +338,13 @@ def test_a_fine_tune_stops_at_its_wall_time(monkeypatch, faces_zip):
 def test_a_late_cancel_or_a_reset_during_a_fine_tune_installs_nothing(monkeypatch, faces_zip):
     """Cancel pressed after training ended (gradio can no longer interrupt the run) or Reset pressed while it
     trains: the run finishes without switching the session to its models."""
-    import core.joint
+    import core.training.finetune
     import demo.finetune as tab
     from core import get_recognizer
     from demo.session_models import SESSION_MODELS
 
     previous = get_recognizer()
-    real_fine_tune = core.joint.fine_tune
+    real_fine_tune = core.training.finetune.fine_tune
 
     def cancelled_as_it_ends(*args, **kwargs):
         result = real_fine_tune(*args, **kwargs)
@@ -360,14 +360,14 @@ def test_a_late_cancel_or_a_reset_during_a_fine_tune_installs_nothing(monkeypatc
 
     try:
         SESSION_MODELS.set("anonymous", previous, None)
-        monkeypatch.setattr(core.joint, "fine_tune", cancelled_as_it_ends)
+        monkeypatch.setattr(core.training.finetune, "fine_tune", cancelled_as_it_ends)
         with pytest.raises(gr.Error, match="Cancelled: your models are unchanged"):
             for _ in tab.run_fine_tune([str(faces_zip)], None, 10, False):
                 pass
         entry = SESSION_MODELS._entries["anonymous"]
         assert entry.recognizer is previous and not list(Path(entry.temp_dir).iterdir())
 
-        monkeypatch.setattr(core.joint, "fine_tune", reset_while_training)
+        monkeypatch.setattr(core.training.finetune, "fine_tune", reset_while_training)
         updates = []
         with pytest.raises(gr.Error, match="Cancelled: your models are unchanged"):
             for update in tab.run_fine_tune([str(faces_zip)], None, 400, False):

@@ -15,10 +15,10 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import core
-from core.images import load_image
-from core.ingest import ingest_upload, read_label_csv, read_zip
+from core.face.images import load_image
 from core.labels import EXPRESSIONS
 from core.text import parse_text
+from core.training.ingest import ingest_upload, read_label_csv, read_zip
 from tests.reliability_cases import IMAGE_CASES, BoxDetector, encode, make_zip, noise
 
 pytestmark = [pytest.mark.reliability, pytest.mark.filterwarnings("ignore:Duplicate name"),

@@ -15,10 +15,10 @@ from PIL import Image
 
 import core
 from core.errors import ImageDecodeError, ImageTooLargeError, UnknownLabelError
-from core.images import load_image
-from core.ingest import MAX_FILES, MAX_TOTAL_BYTES, UploadError, ingest_upload, read_label_csv, read_zip
+from core.face.images import load_image
 from core.labels import AUS, EXPRESSIONS
 from core.text import MAX_TEXT_CHARS, parse_text
+from core.training.ingest import MAX_FILES, MAX_TOTAL_BYTES, UploadError, ingest_upload, read_label_csv, read_zip
 from tests.reliability_cases import (
     IMAGE_CASES,
     BoxDetector,
@@ -89,7 +89,7 @@ def test_recognizer_on_bad_and_odd_photos(recognizer, grace_hopper):
 
 
 def test_thirty_faces_are_cut_to_the_largest_ten(monkeypatch):
-    from core.faces import FaceDetector
+    from core.face.detection import FaceDetector
     from tests.reliability_cases import BoxDetector as Box
 
     detector = FaceDetector(mode="photo")
@@ -367,8 +367,9 @@ def test_every_user_error_in_core_is_an_input_error():
     import inspect
 
     user_facing = []
-    for module in ("errors", "images", "ingest", "labels", "text", "synthesizer", "recognizer", "faces", "live",
-                   "data", "joint"):
+    for module in ("errors", "face.images", "training.ingest", "labels", "text", "synthesizer", "recognizer",
+                   "face.detection", "face.alignment", "face.tracking", "training.data", "training.joint",
+                   "training.finetune"):
         for _, cls in inspect.getmembers(importlib.import_module(f"core.{module}"), inspect.isclass):
             if issubclass(cls, Exception) and cls.__module__.startswith("core."):
                 user_facing.append(cls)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.reliability
 def test_eight_clients_for_15_s_with_two_queued_fine_tunes(app_url, data_dir):
     """8 gradio clients alternate photo analysis and synthesis for 15 s (the bench's `--seconds 15`) while two
     fine-tunes wait their turn: no errors, every request answered, p95 reported, one fine-tune trains at a time."""
-    from core.bench import bench_load
+    from core.benchmarks.load import bench_load
 
     training_at_once, done = [0], threading.Event()
 

@@ -47,7 +47,7 @@ def test_recognizer_reads_the_requested_expressions(synth, recognizer):
 
 @pytest.mark.parametrize("au", ["AU02", "AU12", "AU14", "AU26"])
 def test_au_slider_raises_the_measured_au(synth, au):
-    from core.aus import measure_aus_crops
+    from core.face.aus import measure_aus_crops
 
     z = synth.identities(900, 12)
     low = measure_aus_crops(np.stack(synth.render(z, synth.condition({"neutral": 1.0}, {au: 0.0}))))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.recognizer import RecognizerConfig, RecognizerNet, predict_probs
-from core.training import RecognizerTrainConfig, augment_batch, train_recognizer
+from core.models.recognizer import RecognizerConfig, RecognizerNet, predict_probs
+from core.training.augment import augment_batch
+from core.training.recognizer import RecognizerTrainConfig, train_recognizer
 from core.weights import read_safetensors
 
 TINY = RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16, dropout=0.0)
@@ -73,8 +74,8 @@ def test_same_cli_under_torchrun_with_two_cpu_processes(tiny_dataset, tmp_path):
 @pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun not installed")
 def test_generator_cli_under_torchrun_with_two_cpu_processes(tmp_path):
-    from core.generator import GeneratorConfig, GeneratorNet
-    from core.training import export_recognizer
+    from core.checkpoint import export_recognizer
+    from core.models.generator import GeneratorConfig, GeneratorNet
     from tests.conftest import write_tiny_npz_dataset
 
     data = write_tiny_npz_dataset(tmp_path / "data", n=64)
@@ -111,7 +112,7 @@ def test_fine_tune_from_exported_weights(tiny_dataset, tmp_path):
 
 def test_au_regressor_learns_pixel_measurable_targets_and_critic_loads(tmp_path):
     from core.labels import AUS
-    from core.training import AURegressorTrainConfig, fit_au_regressor, load_au_regressor, read_aus
+    from core.training.au_regressor import AURegressorTrainConfig, fit_au_regressor, load_au_regressor, read_aus
     from core.weights import save_safetensors
 
     rng = np.random.default_rng(0)
@@ -133,9 +134,10 @@ def test_au_regressor_learns_pixel_measurable_targets_and_critic_loads(tmp_path)
 
 
 def test_generator_trains_with_a_frozen_au_critic(tmp_path):
-    from core.generator import GeneratorConfig
+    from core.checkpoint import export_recognizer
     from core.labels import AUS
-    from core.training import GeneratorTrainConfig, export_recognizer, train_generator
+    from core.models.generator import GeneratorConfig
+    from core.training.generator import GeneratorTrainConfig, train_generator
     from core.weights import save_safetensors
     from tests.conftest import write_tiny_npz_dataset
 

@@ -1,8 +1,4 @@
-"""Image decoding: paths, bytes, PIL images and arrays -> RGB uint8 [H, W, 3]. Pure functions.
-
-The pixel limit is checked from the header, before any pixel is decoded, so a decompression bomb
-costs nothing.
-"""
+"""Image input: paths, bytes, PIL images and arrays to RGB uint8, with size limits checked before decoding."""
 
 from __future__ import annotations
 
@@ -10,19 +6,25 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageDecodeError, ImageTooLargeError
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: larger than any phone photo, far below a bomb
+
+
 MIN_SIDE = 2
+
+
 MAX_SIDE = 30_000  # MediaPipe's OpenCV aborts the whole process on a side of 32,767 pixels or more
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
 # Decoders tried on uploaded bytes: the formats above and no others, so a file cannot reach PIL's
 # rarer decoders (EPS would start Ghostscript). Phones' multi-picture JPEGs open as JPEG.
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 
 
 def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -134,7 +134,7 @@ def read_class_folders(root: str | Path, size: int = 48) -> LabelledFaces:
     """DIR/<class>/*.png with face crops; class folder names may be synonyms (happy, angry, ...)."""
     from PIL import Image
 
-    from core.images import IMAGE_SUFFIXES, load_image
+    from core.face.images import IMAGE_SUFFIXES, load_image
 
     root = Path(root)
     images, labels, names = [], [], []
@@ -154,3 +154,29 @@ def read_class_folders(root: str | Path, size: int = 48) -> LabelledFaces:
     return LabelledFaces(
         np.stack(images), one_hot(ferplus), ferplus, -np.ones(n, np.int64), np.zeros(n, bool), np.array(names)
     )
+
+
+def load_au_targets(data_dir, split: str, au_cache: str | Path | None, images: np.ndarray) -> np.ndarray:
+    """Measured AU intensities [N, len(AUS)] (NaN rows: no mesh) from the annotate cache, else measured now."""
+    from core.face.aus import measure_aus_crops, measure_aus_landmarks
+
+    if au_cache is not None and (Path(au_cache) / f"{split}.npz").is_file():
+        with np.load(Path(au_cache) / f"{split}.npz") as z:
+            landmarks = z["landmarks"].astype(np.float64)
+        if len(landmarks) == len(images):
+            return measure_aus_landmarks(landmarks)
+    return measure_aus_crops(images)
+
+
+def class_mean_aus(aus: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Typical AU vector of each expression (the default AU condition when a user sets none)."""
+    out = {}
+    for k, name in enumerate(EXPRESSIONS):
+        rows = aus[(labels == k) & np.isfinite(aus[:, 0])]
+        out[name] = np.round(rows.mean(axis=0), 4).tolist() if len(rows) else [0.0] * aus.shape[1]
+    return out
+
+
+def trainable_index(data: LabelledFaces) -> np.ndarray:
+    """Rows with an expression target (votes mostly "unknown" / "not a face" have none)."""
+    return np.flatnonzero(data.soft_targets.sum(axis=1) > 0)

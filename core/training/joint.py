@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from core.device import train_autocast
-from core.generator import d_logistic_loss, g_nonsaturating_loss, make_condition, to_generator_range
+from core.evaluation.recognition import evaluate_crops
 from core.labels import EXPRESSIONS
-from core.recognizer import recognizer_loss, soft_cross_entropy
+from core.models.generator import d_logistic_loss, g_nonsaturating_loss, make_condition, to_generator_range
+from core.models.recognizer import recognizer_loss, soft_cross_entropy
 
 PSEUDO_LABEL_MODES = ("none", "filter", "rectify")
 
@@ -144,7 +145,8 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     indices), every eval_every steps (default: a tenth of the run) and at the last step also the
     accuracy on those held-out faces ("acc_valid").
     """
-    from core.training import augment_batch, ema_update
+    from core.training.augment import augment_batch
+    from core.training.schedule import ema_update
 
     device = torch.device(device)
     r = state.recognizer.to(device).train()
@@ -285,122 +287,3 @@ def run_joint(state: JointState, images: np.ndarray, soft_targets: np.ndarray, c
     if d is not None:
         d.eval()
     return state
-
-
-def fine_tune_config(steps: int, train_faces: int, with_generator: bool, generator_every: int = 3,
-                     frozen_stages: int = 3) -> JointConfig:
-    """The Fine-tune tab's settings (its benchmark uses the same): joint learning with intra-class loss and
-    RDBP when a generator is there. The recognizer starts trained, so G joins at once.
-
-    Only R's last stage, embedding and heads adapt (1.55M of its 1.98M parameters): its first three
-    stages (48, 24 and 12 pixels) keep their trained weights and statistics. Skipping their backward pass
-    brings 150 steps on 100 faces from 105 s to 66 s on an idle 2-core AVX2 CPU, within the 90 s budget,
-    with the same held-out accuracy (`python -m core.bench finetune --frozen-stages N` compares). Half as
-    many synthetic as real faces per batch, and G and D updated every `generator_every` steps, cut the rest."""
-    batch_real = min(32, train_faces)
-    return JointConfig(steps=steps, batch_real=batch_real, batch_synth=max(1, batch_real // 2),
-                       use_synthetic=with_generator, intra_weight=0.1 if with_generator else 0.0,
-                       generator_every=generator_every, frozen_stages=frozen_stages)
-
-
-def evaluate_crops(recognizer_net, crops: np.ndarray, labels: np.ndarray, device="cpu") -> dict:
-    """Accuracy, macro-F1 and confusion of a recognizer net on labelled crops (labels index EXPRESSIONS)."""
-    from core.evaluate import classification_metrics
-    from core.recognizer import predict_probs
-
-    probs, _ = predict_probs(recognizer_net, torch.from_numpy(np.ascontiguousarray(crops)), device)
-    return classification_metrics(labels, probs.numpy().argmax(axis=1), EXPRESSIONS)
-
-
-def split_train_valid(labels: np.ndarray, share: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified hold-out of an upload: about `share` of each class with 3 or more faces (at least one)."""
-    rng = np.random.default_rng(seed)
-    valid = []
-    for k in np.unique(labels):
-        index = rng.permutation(np.flatnonzero(labels == k))
-        if len(index) >= 3:
-            valid += list(index[: max(1, int(round(len(index) * share)))])
-    valid = np.array(sorted(valid), np.int64)
-    return np.setdiff1d(np.arange(len(labels)), valid), valid
-
-
-def _label_index(label) -> int:
-    """A class name or synonym, or an integer index into EXPRESSIONS; anything else is an InputError."""
-    from core.errors import InputError
-    from core.labels import expression_index
-
-    if isinstance(label, str):
-        return expression_index(label)
-    if isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
-        if 0 <= int(label) < len(EXPRESSIONS):
-            return int(label)
-        raise InputError(f"label index {int(label)} is not between 0 and {len(EXPRESSIONS) - 1}")
-    raise InputError(f"a label must be a class name or an index between 0 and {len(EXPRESSIONS) - 1}, "
-                     f"not {label!r:.40}")
-
-
-@dataclass
-class FineTuneResult:
-    recognizer: object  # core.recognizer.Recognizer (a new one; the input is untouched)
-    synthesizer: object | None  # core.synthesizer.Synthesizer, new, or None without a generator
-    history: list[dict]
-    rejected: list[tuple[int, str]]  # (index, reason) of inputs that could not be used
-
-
-def faces_to_crops(images, size: int, recognizer) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-    """Photos or FER-framed crops -> aligned crops [M, size, size], indices used, (index, reason) rejected."""
-    from core.errors import InputError
-
-    crops, used, rejected = [], [], []
-    for i, image in enumerate(images):
-        array = np.asarray(image) if isinstance(image, np.ndarray) else None
-        if array is not None and array.ndim == 2 and array.shape == (size, size) and array.dtype == np.uint8:
-            crops.append(array)  # already a FER-framed crop
-            used.append(i)
-            continue
-        try:
-            faces = recognizer.predict(image)
-        except InputError as error:
-            rejected.append((i, str(error)))
-            continue
-        if not faces:
-            rejected.append((i, "no face found"))
-            continue
-        crops.append(faces[0].crop)
-        used.append(i)
-    out = np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
-    return out, used, rejected
-
-
-def fine_tune(recognizer, synthesizer, images, labels, config: JointConfig | None = None, on_step=None,
-              should_stop=None, valid: tuple[np.ndarray, np.ndarray] | None = None,
-              eval_every: int | None = None) -> FineTuneResult:
-    """Joint fine-tuning on a user's labelled faces, without the UI.
-
-    images: photos (paths, PIL images, arrays) or FER-framed uint8 crops; labels: class names or
-    synonyms, or indices into EXPRESSIONS. Returns new models; the ones passed in are not changed.
-    valid: held-out (FER-framed crops, label indices) read every eval_every steps (see run_joint).
-    """
-    from core.errors import InputError
-    from core.recognizer import Recognizer
-
-    if len(images) != len(labels):
-        raise InputError(f"{len(images)} images but {len(labels)} labels")
-    index = np.array([_label_index(y) for y in labels], np.int64)
-    crops, used, rejected = faces_to_crops(images, recognizer.config.input_size, recognizer)
-    if len(crops) == 0:
-        raise InputError("none of the images holds a usable face")
-    config = config or JointConfig()
-    state = JointState.with_synthesizer(copy.deepcopy(recognizer.net), synthesizer)
-    targets = F.one_hot(torch.from_numpy(index[used]), len(EXPRESSIONS)).float().numpy()
-    run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop,
-              valid=valid, eval_every=eval_every)
-    new_recognizer = Recognizer(state.recognizer, recognizer.device, source="fine-tuned")
-    new_synthesizer = None
-    if synthesizer is not None:
-        from core.synthesizer import Synthesizer
-
-        new_synthesizer = Synthesizer(state.generator, copy.deepcopy(synthesizer.e), state.class_aus,
-                                      synthesizer.device, source="fine-tuned", d=state.discriminator,
-                                      metadata={**synthesizer.metadata, "fine_tuned": True})
-    return FineTuneResult(new_recognizer, new_synthesizer, state.history, rejected)

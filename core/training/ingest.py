@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from core.errors import InputError
-from core.images import IMAGE_SUFFIXES, load_image
+from core.face.images import IMAGE_SUFFIXES, load_image
 
 MB = 2**20  # sizes are binary megabytes, in the limits and in the messages alike
 MAX_FILES = 2000
@@ -195,8 +195,8 @@ def ingest(files: list[tuple[str, bytes]], detector, size: int = 48, csv_labels:
 
     should_stop() -> True (cancelled, out of time) ends the work with an UploadError.
     """
-    from core.faces import align_face
-    from core.images import MAX_PIXELS, to_grey
+    from core.face.alignment import align_face
+    from core.face.images import MAX_PIXELS, to_grey
 
     labelled, rejected = label_files(files, csv_labels, batch_label)
     crops, labels, names = [], [], []

@@ -1,8 +1,4 @@
-"""Live webcam recognition: per-stream face tracking, temporal smoothing and frame rate.
-
-One LiveSession per stream (per browser tab): it owns a video-mode FaceDetector, whose tracking
-state must not mix frames of different people's cameras.
-"""
+"""Live webcam tracking: faces keep an id across frames and their probabilities are smoothed."""
 
 from __future__ import annotations
 
@@ -59,7 +55,7 @@ class LiveSession:
     fps: float = 0.0
 
     def __post_init__(self):
-        from core.faces import FaceDetector
+        from core.face.detection import FaceDetector
 
         self._detector = FaceDetector(mode="video", max_faces=self.max_faces)
 

@@ -1,0 +1,108 @@
+"""Evaluation of a generator: controllability, AU control, identity, realism."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.labels import AUS, EXPRESSIONS
+from core.metrics import frechet_distance
+
+
+def _read(recognizer, faces: list[np.ndarray]) -> np.ndarray:
+    return recognizer.predict_crops(np.stack(faces))
+
+
+def controllability(synth, recognizer, seeds: int = 100) -> dict:
+    per_class = {}
+    for k, name in enumerate(EXPRESSIONS):
+        # identities() draws at most 64 per call: 50 per seed block
+        z = torch.cat([synth.identities(10_000 + 100 * k + start // 50, min(50, seeds - start))
+                       for start in range(0, seeds, 50)])
+        faces = synth.render(z, synth.condition({name: 1.0}))
+        per_class[name] = float((_read(recognizer, faces).argmax(axis=1) == k).mean())
+    return {"overall": float(np.mean(list(per_class.values()))), "per_class": per_class, "seeds": seeds}
+
+
+def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
+    from scipy.stats import spearmanr
+
+    from core.face.aus import measure_aus_crops
+
+    values = np.linspace(0, 1, steps)
+    report = {}
+    z = synth.identities(20_000, seeds)
+    for i, au in enumerate(AUS):
+        faces = []
+        for v in values:
+            faces += synth.render(z, synth.condition({"neutral": 1.0}, {au: float(v)}))
+        measured = measure_aus_crops(np.stack(faces))[:, i].reshape(steps, seeds)
+        known = np.isfinite(measured)
+        curve = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in measured])
+        xs = np.repeat(values, seeds)[known.ravel()]
+        ys = measured.ravel()[known.ravel()]
+        report[au] = {
+            "rho_mean_curve": float(spearmanr(values, curve, nan_policy="omit").statistic),
+            "rho_pooled": float(spearmanr(xs, ys).statistic) if len(xs) > 2 else float("nan"),
+            "measured_at_0": float(curve[0]), "measured_at_1": float(curve[-1]),
+            "faces_with_mesh": float(known.mean()),
+        }
+    return report
+
+
+@torch.no_grad()
+def identity(synth, seeds: int = 50) -> dict:
+    z = synth.identities(30_000, seeds)
+    codes = []
+    for name in EXPRESSIONS:
+        faces = synth.render(z, synth.condition({name: 1.0}))
+        codes.append(synth.encode(np.stack(faces)).cpu().numpy())
+    codes = np.stack(codes)  # [expressions, seeds, z]
+    same_person = [np.linalg.norm(codes[a] - codes[b], axis=1).mean()
+                   for a in range(len(EXPRESSIONS)) for b in range(a + 1, len(EXPRESSIONS))]
+    other_person = [np.linalg.norm(codes[k][:, None] - codes[k][None], axis=2)[np.triu_indices(seeds, 1)].mean()
+                    for k in range(len(EXPRESSIONS))]
+    same, other = float(np.mean(same_person)), float(np.mean(other_person))
+    return {"same_seed_other_expression": same, "other_seed_same_expression": other, "ratio": same / other}
+
+
+@torch.no_grad()
+def embeddings(recognizer, crops: np.ndarray) -> np.ndarray:
+    from core.models.recognizer import normalize_crops
+
+    out = []
+    net = recognizer.net.eval()
+    for start in range(0, len(crops), 500):
+        x = normalize_crops(torch.from_numpy(crops[start : start + 500]).to(recognizer.device), net.config)
+        out.append(net.embedding(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
+    from core.training.data import load_split
+
+    rng = np.random.default_rng(0)
+    test = load_split(data, "test").images
+    train = load_split(data, "train").images
+    test = test[rng.choice(len(test), min(n, len(test)), replace=False)]
+    train = train[rng.choice(len(train), n, replace=False)]
+    # Generated faces with the class mix of FER+ train.
+    classes = rng.choice(len(EXPRESSIONS), n, p=_train_class_mix(data))
+    generated = []
+    for k in range(len(EXPRESSIONS)):
+        count = int((classes == k).sum())
+        for start in range(0, count, 64):
+            generated += synth.generate(expression={EXPRESSIONS[k]: 1.0}, seed=40_000 + k * 1000 + start,
+                                        n=min(64, count - start))
+    gen = np.stack(generated)
+    e_test, e_train, e_gen = (embeddings(recognizer, x) for x in (test, train, gen))
+    return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
+            "n": n, "features": "recognizer penultimate (embed) layer"}
+
+
+def _train_class_mix(data: str) -> np.ndarray:
+    from core.training.data import load_split
+
+    labels = load_split(data, "train").ferplus_label
+    counts = np.bincount(labels[labels >= 0], minlength=len(EXPRESSIONS)).astype(float)
+    return counts / counts.sum()

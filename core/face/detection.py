@@ -1,0 +1,194 @@
+"""Face detection: MediaPipe detection + 478-point mesh, MTCNN fallback.
+
+Boxes are (x0, y0, x1, y1) and landmarks (478, 3) in pixels of the original image (z in the
+same scale as x, MediaPipe's convention). MediaPipe graphs are not thread-safe: each
+FaceDetector serialises its calls with a lock; use one detector per stream for tracking.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+# MTCNN's image pyramid grows with the photo (a 36 MP photo took 16 s and 2 GB): it looks at a copy
+# no longer than this on its long side; a face it can find there (>= 20 px) is >= 1.6% of that side.
+NUM_LANDMARKS = 478
+
+MTCNN_MAX_SIDE = 1280
+
+
+@dataclass
+class DetectedFace:
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray  # float32 (478, 3), NaN when the mesh could not be fitted
+    score: float
+    detector: str  # "mediapipe", "mtcnn" or "mesh" (video tracking)
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    @property
+    def has_landmarks(self) -> bool:
+        return bool(np.isfinite(self.landmarks).all())
+
+
+def _quiet_mediapipe() -> None:
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class FaceDetector:
+    """Every face in an image, largest first.
+
+    mode="photo": full-range detector, then the mesh fitted on each face's crop; MTCNN when
+    MediaPipe finds nothing. mode="video": the mesh's own short-range detection and tracking over
+    consecutive frames of one stream (fast; no MTCNN).
+    """
+
+    def __init__(self, mode: str = "photo", max_faces: int = 10, min_confidence: float = 0.5, use_mtcnn: bool = True):
+        if mode not in ("photo", "video"):
+            raise ValueError(f"mode must be 'photo' or 'video', not {mode!r}")
+        self.mode = mode
+        self.max_faces = max_faces
+        self.min_confidence = min_confidence
+        self.use_mtcnn = use_mtcnn
+        self._lock = threading.Lock()
+        self._detector = None
+        self._close_detector = None
+        self._mesh = None
+        self._mtcnn = None
+
+    # -- graphs, built on first use
+    def _graphs(self):
+        if self._mesh is None:
+            _quiet_mediapipe()
+            import mediapipe as mp
+
+            if self.mode == "photo":
+                # Full range first (group photos, small faces), short range for close-ups it misses.
+                self._detector = mp.solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=self.min_confidence
+                )
+                self._close_detector = mp.solutions.face_detection.FaceDetection(
+                    model_selection=0, min_detection_confidence=self.min_confidence
+                )
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
+                )
+            else:
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=False, max_num_faces=self.max_faces, refine_landmarks=True,
+                    min_detection_confidence=self.min_confidence, min_tracking_confidence=0.5,
+                )
+        return self._detector, self._mesh
+
+    def close(self) -> None:
+        with self._lock:
+            for graph in (self._detector, self._close_detector, self._mesh):
+                if graph is not None:
+                    graph.close()
+            self._detector = self._close_detector = self._mesh = None
+
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Faces in an RGB uint8 image [H, W, 3], largest first; [] when there is none."""
+        rgb = np.ascontiguousarray(rgb)
+        with self._lock:
+            faces = self._detect_video(rgb) if self.mode == "video" else self._detect_photo(rgb)
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces[: self.max_faces]
+
+    def _detect_video(self, rgb: np.ndarray) -> list[DetectedFace]:
+        _, mesh = self._graphs()
+        result = mesh.process(rgb)
+        h, w = rgb.shape[:2]
+        faces = []
+        for landmarks in result.multi_face_landmarks or []:
+            points = _landmarks_to_pixels(landmarks, w, h)
+            faces.append(DetectedFace(_box_of(points), points, 1.0, "mesh"))
+        return faces
+
+    def _detect_photo(self, rgb: np.ndarray) -> list[DetectedFace]:
+        detector, _ = self._graphs()
+        h, w = rgb.shape[:2]
+        boxes = []
+        for graph in (detector, self._close_detector):
+            for detection in graph.process(rgb).detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = (rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h)
+                boxes.append((_clip_box(box, w, h), float(detection.score[0]), "mediapipe"))
+            if boxes:
+                break
+        if not boxes and self.use_mtcnn:
+            boxes = [(box, score, "mtcnn") for box, score in self._mtcnn_boxes(rgb)]
+        boxes = sorted(boxes, key=lambda b: _area(b[0]), reverse=True)[: self.max_faces]
+        return [DetectedFace(box, self._mesh_in_box(rgb, box), score, name) for box, score, name in boxes]
+
+    def _mesh_in_box(self, rgb: np.ndarray, box) -> np.ndarray:
+        """Fit the mesh on a square crop around one box (so every face of a group photo gets one)."""
+        import cv2
+
+        _, mesh = self._graphs()
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0) * 2.0
+        if side < 4:
+            return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
+        left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
+        # The mesh works at 192 px: cut and shrink the crop in one warp (no full-size copy of a big photo).
+        out = int(min(384, round(side)))
+        scale = out / side
+        matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
+        crop = cv2.warpAffine(rgb, matrix, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(0, 0, 0))
+        result = mesh.process(np.ascontiguousarray(crop))
+        if not result.multi_face_landmarks:
+            return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
+        points = _landmarks_to_pixels(result.multi_face_landmarks[0], out, out)
+        # back to image pixels (continuous coordinates; OpenCV's warp puts pixel centres at integers)
+        points[:, :2] = (points[:, :2] - 0.5) / scale + 0.5
+        points[:, 2] /= scale
+        points[:, 0] += left
+        points[:, 1] += top
+        return points
+
+    def _mtcnn_boxes(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        if self._mtcnn is None:
+            from core.face.mtcnn import load_mtcnn
+
+            self._mtcnn = load_mtcnn()
+        h, w = rgb.shape[:2]
+        scale = min(1.0, MTCNN_MAX_SIDE / max(h, w))
+        if min(h, w) * scale < self._mtcnn.min_face_size:
+            return []  # no face of its smallest size fits (and facenet's pyramid would be empty: it raises)
+        if scale < 1.0:
+            import cv2
+
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        boxes, probs = self._mtcnn.detect(rgb)
+        if boxes is None:
+            return []
+        boxes = np.asarray(boxes, dtype=np.float32) / scale
+        probs = np.asarray(probs, dtype=np.float32)
+        return [(_clip_box(tuple(b), w, h), float(p)) for b, p in zip(boxes, probs) if p >= 0.9]
+
+
+def _landmarks_to_pixels(landmarks, width: int, height: int) -> np.ndarray:
+    return np.array([(p.x * width, p.y * height, p.z * width) for p in landmarks.landmark], np.float32)
+
+
+def _box_of(points: np.ndarray) -> tuple[float, float, float, float]:
+    return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
+
+
+def _clip_box(box, w: int, h: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    return (float(max(0, x0)), float(max(0, y0)), float(min(w, x1)), float(min(h, y1)))
+
+
+def _area(box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
