@@ -15,7 +15,7 @@ import sys
 from core.face.au_calibration import annotate, calibrate, validate
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.aus")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("annotate", help="cache landmarks of every image of a data set")
@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--cache", required=True)
     v.add_argument("--split", default="test")
     v.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "annotate":
         annotate(args.data, args.out)

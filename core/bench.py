@@ -19,7 +19,7 @@ from core.benchmarks.load import bench_load
 from core.benchmarks.synth import bench_synth
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench")
     parser.add_argument("what", choices=("live", "synth", "finetune", "load"))
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="load: how long the clients keep calling")
     parser.add_argument("--url", default=None, help="load: a running app (default: start python app.py)")
     parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     result = {"live": lambda: bench_live(args.frames), "synth": lambda: bench_synth(args.frames // 2),
               "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads, args.frozen_stages),

@@ -1,4 +1,4 @@
-"""Evaluation CLI and metrics.
+"""Recognizer evaluation command (the library is core/evaluation/recognition.py).
 
     python -m core.evaluate --data ../shared/data/fer2013plus --split test --json
 
@@ -15,13 +15,18 @@ import sys
 from core.evaluation.recognition import evaluate_predictions
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="data directory (FER+ npz layout, class folders or CSV)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--weights", default=None, help="a .safetensors file instead of the shipped weights")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from core.recognizer import Recognizer
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_split(args.data, args.split)
     recognizer = Recognizer.load(path=args.weights, device=args.device)
-    ferplus_probs, fer2013_probs = recognizer.predict_crops(data.images, with_fer2013=True)
+    ferplus_probs, fer2013_probs = recognizer.predict_crops_with_fer2013(data.images)
     report = evaluate_predictions(data, ferplus_probs, fer2013_probs)
     report["split"] = args.split
     report["weights"] = recognizer.source

@@ -21,12 +21,17 @@ import sys
 from core.evaluation.synthesis import au_control, controllability, identity, realism
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate_synth", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", default=None, help="generator .safetensors instead of the shipped one")
     parser.add_argument("--only", nargs="+", default=["controllability", "au_control", "identity", "realism"])
     parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from core import get_recognizer

@@ -39,7 +39,7 @@ from core.training.joint_experiments import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.experiments", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="experiment", required=True)
     for name in ("few-labels", "synthetic-only"):
@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                                                help="only these rows, e.g. real 5x_rectified (default: all)")
     t = sub.add_parser("table", help="print the results file as the docs' markdown tables")
     t.add_argument("results", nargs="?", default="weights/results/joint.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.experiment == "synthetic-only" and args.cells:
         unknown = set(args.cells) - set(synthetic_cells(args.multiples))

@@ -46,20 +46,18 @@ class Recognizer:
 
     @classmethod
     def load(cls, name: str = "recognizer", path=None, device: str = "auto") -> Recognizer:
-        """Shipped weights by name (sha256-checked), or a safetensors file from `path`."""
+        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes)."""
+        from core.checkpoint import load_recognizer
         from core.device import resolve_device
-        from core.errors import WeightsError
-        from core.weights import load_weights
 
-        tensors, metadata = load_weights(name, path)
-        if metadata.get("kind") != "recognizer" or "config" not in metadata:
-            raise WeightsError(f"{path or name} does not hold recognizer weights")
-        net = RecognizerNet(RecognizerConfig.from_dict(metadata["config"]))
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
+        net, _ = load_recognizer(name, path)
         return cls(net, resolve_device(device), source=str(path) if path else f"shipped:{name}")
+
+    def save(self, path, extra: dict | None = None) -> None:
+        """Write the network with its config, as load(path=...) reads it back."""
+        from core.checkpoint import export_recognizer
+
+        export_recognizer(path, self.net, extra)
 
     @property
     def detector(self):
@@ -70,11 +68,15 @@ class Recognizer:
                 self._photo_detector = FaceDetector(mode="photo")
         return self._photo_detector
 
-    def predict_crops(self, crops, with_fer2013: bool = False):
-        """Probabilities over EXPRESSIONS for uint8 [N, H, W] grey crops framed like FER2013.
+    def predict_crops(self, crops) -> np.ndarray:
+        """Probabilities [N, 8] over EXPRESSIONS for uint8 [N, H, W] grey crops framed like FER2013.
 
         Crops of another size are resized to the model's input size.
         """
+        return self.predict_crops_with_fer2013(crops)[0]
+
+    def predict_crops_with_fer2013(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
+        """(FER+ probabilities [N, 8], FER2013 probabilities [N, 7] or None without that head)."""
         from core.errors import InputError
 
         array = np.asarray(crops)
@@ -86,10 +88,7 @@ class Recognizer:
             raise InputError("crops contain NaN or infinite values")
         array = _resize_crops(array, self.config.input_size)
         p8, p7 = predict_probs(self.net, torch.from_numpy(array), self.device)
-        p8 = p8.numpy()
-        if with_fer2013:
-            return p8, (p7.numpy() if p7 is not None else None)
-        return p8
+        return p8.numpy(), (p7.numpy() if p7 is not None else None)
 
     def predict(self, image, detector=None) -> list[FacePrediction]:
         """Every face in `image` (path, bytes, PIL image or array), largest first.

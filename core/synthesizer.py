@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.errors import InputError, UnknownLabelError, WeightsError
+from core.errors import InputError, UnknownLabelError
 from core.labels import AUS, EXPRESSIONS, expression_index
 from core.models.generator import (
     EncoderNet,
@@ -106,8 +107,25 @@ def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: 
     check_guidance(guidance)
 
 
+@dataclass(frozen=True)
+class EncodedFace:
+    """The largest face of a photo as the generator sees it: its aligned crop and its identity code.
+
+    From Synthesizer.encode_face; pass it to edit() or morph() to skip detecting the face again.
+    """
+
+    crop: np.ndarray  # uint8 [H, W] grey, FER framing
+    code: np.ndarray  # float32 [z_dim]
+
+
 class Synthesizer:
-    def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device: torch.device, source: str = "memory",
+    """New faces, or a real face re-expressed, from expression and AU controls.
+
+    Public: load / save, generate, encode_face, encode, edit, morph. The torch-level steps (condition,
+    identities, draw, guidance) are internals.
+    """
+
+    def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device, source: str = "memory",
                  d=None, metadata: dict | None = None):
         self.g = g.to(device).eval()
         self.e = e.to(device).eval()
@@ -127,30 +145,64 @@ class Synthesizer:
 
     @classmethod
     def load(cls, name: str = "generator", path=None, device: str = "auto") -> Synthesizer:
-        from core.checkpoint import strip_prefix
+        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes)."""
+        from core.checkpoint import load_generator
         from core.device import resolve_device
-        from core.weights import load_weights
 
-        tensors, metadata = load_weights(name, path)
-        if metadata.get("kind") != "generator":
-            raise WeightsError(f"{path or name} does not hold generator weights")
-        config = GeneratorConfig.from_dict(metadata["config"])
-        from core.models.generator import DiscriminatorNet
-
-        g, e = GeneratorNet(config), EncoderNet(config)
-        d = DiscriminatorNet(config) if any(k.startswith("d.") for k in tensors) else None
-        try:
-            g.load_state_dict(strip_prefix(tensors, "g"))
-            e.load_state_dict(strip_prefix(tensors, "e"))
-            if d is not None:
-                d.load_state_dict(strip_prefix(tensors, "d"))
-        except RuntimeError as error:
-            raise WeightsError(f"{path or name}: weights do not match their config: {error}") from error
+        g, e, d, metadata = load_generator(name, path)
         return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
                    source=str(path) if path else f"shipped:{name}", d=d, metadata=metadata)
 
-    # -- conditions and identities
-    def condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:
+    def save(self, path, extra: dict | None = None) -> None:
+        """Write G, E (and D when present) with the config and typical AUs, as load(path=...) reads them."""
+        from core.checkpoint import export_generator
+
+        class_aus = {k: np.asarray(v, float).tolist() for k, v in self.class_aus.items()}
+        export_generator(path, self.g, self.e, {**self.metadata, "class_aus": class_aus, **(extra or {})}, self.d)
+
+    # -- public: numpy in, numpy out
+    def generate(self, expression=None, aus=None, seed: int = 0, n: int = 1, intensity: float = 1.0,
+                 guidance: float = 0.0) -> list[np.ndarray]:
+        """n new faces (people drawn from the prior) with the requested expression and AUs."""
+        with self._lock:
+            return self._render(self._identities(seed, n), self._condition(expression, aus, intensity), guidance)
+
+    def encode_face(self, image) -> EncodedFace:
+        """The largest face of a photo (path, bytes, PIL image or array); NoFaceError when there is none."""
+        from core.face.alignment import align_face
+        from core.face.images import load_image, to_grey
+
+        rgb = load_image(image)
+        faces = self._recognizer_model().detector.detect(rgb)  # detection and alignment only: no classification
+        if not faces:
+            raise NoFaceError("no face was found in the image to edit")
+        crop = align_face(to_grey(rgb), faces[0], self.config.image_size)
+        return EncodedFace(crop, self._encode(crop[None])[0].cpu().numpy())
+
+    def encode(self, crops) -> np.ndarray:
+        """Identity codes [N, z_dim] of FER-framed uint8 grey crops [N, H, W]."""
+        return self._encode(crops).cpu().numpy()
+
+    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> np.ndarray:
+        """The largest face of a real photo, re-expressed (uint8 grey, FER framing).
+
+        image: a photo, or an EncodedFace from encode_face (to skip detecting the face again).
+        """
+        face = image if isinstance(image, EncodedFace) else self.encode_face(image)
+        with self._lock:
+            return self._render(self._code(face), self._condition(expression, aus, intensity), guidance)[0]
+
+    def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, face: EncodedFace | None = None
+              ) -> list[np.ndarray]:
+        """One person (a new one from `seed`, or `face`) from neutral (intensity 0) to the target (intensity 1)."""
+        if not 2 <= int(steps) <= 32:
+            raise InputError(f"steps must be between 2 and 32, not {steps!r}")
+        with self._lock:
+            z = self._identities(seed, 1) if face is None else self._code(face)
+            return [self._render(z, self._condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]
+
+    # -- internals: conditions, identities, drawing, guidance
+    def _condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:
         """The generator's condition [1, 26]; AUs not given take the expression's typical values."""
         distribution = parse_expression(expression)
         given = parse_aus(aus)
@@ -167,7 +219,7 @@ class Synthesizer:
         return make_condition(torch.tensor(distribution, dtype=torch.float32)[None], torch.tensor([s]),
                               torch.from_numpy(typical)[None]).to(self.device)
 
-    def identities(self, seed: int, n: int) -> torch.Tensor:
+    def _identities(self, seed: int, n: int) -> torch.Tensor:
         """n identity codes from the prior; the same seed always gives the same people."""
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise InputError(f"seed must be an integer, not {seed!r}")
@@ -176,14 +228,15 @@ class Synthesizer:
         generator = torch.Generator().manual_seed(int(seed) % (2**63))
         return torch.randn(int(n), self.config.z_dim, generator=generator).to(self.device)
 
-    def encode(self, crops) -> torch.Tensor:
-        """Identity codes of FER-framed uint8 grey crops [N, H, W]."""
+    def _encode(self, crops) -> torch.Tensor:
         x = to_generator_range(torch.as_tensor(np.asarray(crops, np.uint8))).to(self.device)
         with torch.no_grad():
             return self.e(x)
 
-    # -- synthesis
-    def draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _code(self, face: EncodedFace) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(face.code, np.float32)[None]).to(self.device)
+
+    def _draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Faces [N, 1, H, W] in [-1, 1] of identities z under a condition; differentiable.
 
         AU14 is drawn by lifting a mouth corner (core.models.generator.lift_mouth_corner): G gets the
@@ -196,67 +249,29 @@ class Synthesizer:
         g_cond = torch.cat([cond[:, :au14], typical[:, None], cond[:, au14 + 1 :]], dim=1)
         return lift_mouth_corner(self.g(z, g_cond), lift)
 
-    def render(self, z: torch.Tensor, cond: torch.Tensor, guidance: float = 0.0, target=None) -> list[np.ndarray]:
+    def _render(self, z: torch.Tensor, cond: torch.Tensor, guidance: float = 0.0, target=None) -> list[np.ndarray]:
         if guidance:
-            z = self.guide(z, cond, target if target is not None else cond[:, : len(EXPRESSIONS)], guidance)
+            z = self._guide(z, cond, target if target is not None else cond[:, : len(EXPRESSIONS)], guidance)
         with torch.no_grad():
-            images = self.draw(z, cond)
+            images = self._draw(z, cond)
         return list(to_uint8(images.float()).cpu().numpy())
 
-    def guide(self, z: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, strength: float,
-              steps: int = 5) -> torch.Tensor:
+    def _guide(self, z: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, strength: float,
+               steps: int = 5) -> torch.Tensor:
         """Semantic guidance (SynFER): move z up the recognizer's log-probability of the target expression."""
         strength = check_guidance(strength)
-        recognizer = self.recognizer()
+        recognizer = self._recognizer_model()
         r_cfg = recognizer.net.config
         z = z.detach().clone().requires_grad_(True)
         for _ in range(min(steps, MAX_GUIDANCE_STEPS)):
-            image = self.draw(z, cond)
+            image = self._draw(z, cond)
             logits, _ = recognizer.net(((image + 1) / 2 - r_cfg.mean) / r_cfg.std)
             score = (target.expand(len(z), -1) * torch.log_softmax(logits.float(), dim=1)).sum()
             (grad,) = torch.autograd.grad(score, z)
             z = (z + strength * 0.1 * grad / (grad.norm(dim=1, keepdim=True) + 1e-8)).detach().requires_grad_(True)
         return z.detach()
 
-    def generate(self, expression=None, aus=None, seed: int = 0, n: int = 1, intensity: float = 1.0,
-                 guidance: float = 0.0) -> list[np.ndarray]:
-        """n new faces (people drawn from the prior) with the requested expression and AUs."""
-        with self._lock:
-            return self.render(self.identities(seed, n), self.condition(expression, aus, intensity), guidance)
-
-    def encode_image(self, image) -> tuple[np.ndarray, torch.Tensor]:
-        """The largest face of a photo: its aligned crop and its identity code [1, z_dim]."""
-        from core.face.alignment import align_face
-        from core.face.images import load_image, to_grey
-
-        rgb = load_image(image)
-        faces = self.recognizer().detector.detect(rgb)  # detection and alignment only: no classification
-        if not faces:
-            raise NoFaceError("no face was found in the image to edit")
-        crop = align_face(to_grey(rgb), faces[0], self.config.image_size)
-        return crop, self.encode(crop[None])
-
-    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
-             z: torch.Tensor | None = None) -> np.ndarray:
-        """The largest face of a real photo, re-expressed (uint8 grey, FER framing).
-
-        z: the photo's identity code from encode_image, to skip detecting it again.
-        """
-        if z is None:
-            _, z = self.encode_image(image)
-        with self._lock:
-            return self.render(z, self.condition(expression, aus, intensity), guidance)[0]
-
-    def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, z: torch.Tensor | None = None
-              ) -> list[np.ndarray]:
-        """One person from neutral (intensity 0) to the target (intensity 1)."""
-        if not 2 <= int(steps) <= 32:
-            raise InputError(f"steps must be between 2 and 32, not {steps!r}")
-        with self._lock:
-            z = self.identities(seed, 1) if z is None else z
-            return [self.render(z, self.condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]
-
-    def recognizer(self):
+    def _recognizer_model(self):
         if self._recognizer is None:
             from core import get_recognizer
 

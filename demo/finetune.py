@@ -9,6 +9,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -71,6 +72,161 @@ def _check_request(files, batch_label, steps) -> tuple[int, str | None]:
     return int(steps), label
 
 
+@dataclass
+class _Run:
+    """One fine-tune of a session: its SESSION_MODELS token (Cancel, Reset or a newer run make it stop and
+    install nothing), the event that stops its workers, and its start for the MAX_SECONDS limit."""
+    key: str
+    token: object
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started > MAX_SECONDS
+
+    def is_current(self) -> bool:
+        return SESSION_MODELS.is_current(self.key, self.token)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set() or self.out_of_time() or not self.is_current()
+
+
+def _shipped_recognizer():
+    try:
+        return get_recognizer()
+    except WeightsError as error:
+        raise gr.Error(f"The shipped recognizer cannot be loaded, so there is nothing to fine-tune ({_text(error)})."
+                       ) from error
+
+
+def _read_upload(files, label: str | None, recognizer, run: _Run):
+    """The ingested upload, read in a worker thread. A generator (`yield from`): while the worker reads, it
+    yields an update every half second, so the run stays cancellable; returns the data or raises gr.Error."""
+    from core.training.ingest import ingest_upload
+
+    read: dict = {}
+
+    def work():
+        try:
+            read["value"] = ingest_upload([getattr(f, "name", f) for f in files], recognizer.detector,
+                                          recognizer.config.input_size, batch_label=label, should_stop=run.should_stop)
+        except Exception as error:  # noqa: BLE001 -- reported below
+            read["error"] = error
+
+    reader = threading.Thread(target=work, daemon=True, name=f"fine-tune-read-{run.key}")
+    reader.start()
+    while reader.is_alive():  # a large upload takes a while: keep the run cancellable meanwhile
+        reader.join(0.5)
+        if reader.is_alive():
+            yield ("Reading the upload…", "", "", "", *_curves([]), "", None)
+    if "error" not in read:
+        return read["value"]
+    error = read["error"]
+    if not run.is_current():
+        raise gr.Error(CANCELLED)
+    if run.out_of_time():
+        raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
+                       "upload fewer images.")
+    if isinstance(error, InputError):
+        raise gr.Error(_text(error)) from error
+    raise gr.Error(f"The upload could not be read ({type(error).__name__}).") from error
+
+
+def _split(data) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """(summary, rejected files as HTML list items, train rows, held-out rows); gr.Error under 5 faces."""
+    from core.training.finetune import split_train_valid
+
+    rejected = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>" for n, r in data.rejected[:200])
+    summary = f"**{len(data.labels)} faces** ready" + (f", {len(data.rejected)} files turned away:"
+                                                       if data.rejected else ".")
+    if len(data.labels) < 5:
+        raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
+                       + _text("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
+    train, valid = split_train_valid(data.labels, VALID_SHARE)
+    if len(valid) == 0:
+        train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
+        summary += " (too few faces per class to hold any out: before/after are measured on the training faces)"
+    return summary, rejected, train, valid
+
+
+def _joint_synthesizer(joint: bool):
+    """(the shipped synthesizer or None, a note for the summary)."""
+    if not joint:
+        return None, ""
+    try:
+        from core import get_synthesizer
+
+        return get_synthesizer(), ""
+    except WeightsError:
+        return None, " No generator is shipped yet: fine-tuning the recognizer alone."
+
+
+def _train(recognizer, synthesizer, data, train, valid, config, run: _Run, progress, texts: tuple, steps: int):
+    """core.training.finetune.fine_tune in a worker thread. A generator (`yield from`): yields the texts and the
+    curves at most every half second; returns (the result, the step records) or raises gr.Error."""
+    from core.training import finetune
+
+    updates: queue.Queue = queue.Queue()
+    result: dict = {}
+
+    def work():
+        try:
+            result["value"] = finetune.fine_tune(recognizer, synthesizer, list(data.crops[train]),
+                                                 list(data.labels[train]), config, on_step=updates.put,
+                                                 should_stop=run.should_stop,
+                                                 valid=(data.crops[valid], data.labels[valid]))
+        except Exception as error:  # noqa: BLE001 -- reported to the user below, the session keeps its models
+            log.exception("fine-tuning failed")  # the details stay in the server log
+            result["error"] = error
+
+    thread = threading.Thread(target=work, daemon=True, name=f"fine-tune-{run.key}")
+    thread.start()
+    history: list[dict] = []
+    while thread.is_alive() or not updates.empty():
+        # At most half a second between yields, however fast steps come: a yield is where gradio can
+        # cancel this run or notice a closed tab, and where the curves are redrawn.
+        until = time.monotonic() + 0.5
+        try:
+            while (left := until - time.monotonic()) > 0:
+                history.append(updates.get(timeout=left))
+        except queue.Empty:
+            pass
+        progress((len(history), steps), desc="fine-tuning")
+        yield (*texts, *_curves(history), "", None)
+    thread.join()
+    if "error" in result:  # the type only: an exception's text can hold server paths
+        raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
+    if not run.is_current():
+        raise gr.Error(CANCELLED)
+    return result["value"], history
+
+
+def _install(run: _Run, tuned) -> list[str]:
+    """Save the fine-tuned models and switch the session to them; the download paths, or gr.Error."""
+    try:
+        download = _export(run.key, tuned)
+    except OSError as error:  # before the session switches: a failed save leaves it as it was
+        raise gr.Error(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
+                       ) from error
+    # Installed only if no Cancel or Reset came in the meantime (the check and the switch are one step).
+    if not SESSION_MODELS.set(run.key, tuned.recognizer, tuned.synthesizer, run=run.token):
+        for path in download:
+            Path(path).unlink(missing_ok=True)
+        raise gr.Error(CANCELLED)
+    return download
+
+
+def _after_texts(before: dict, after: dict, history: list[dict], steps: int, run: _Run) -> tuple[str, str]:
+    """(the "After" line, the two confusion matrices as HTML)."""
+    stopped_early = " — stopped at the time limit" if len(history) < steps and run.out_of_time() else ""
+    after_text = (f"**After:** accuracy {after['accuracy']:.1%}, macro-F1 {after['macro_f1']:.2f} "
+                  f"({len(history)} steps{stopped_early}, {time.monotonic() - run.started:.0f} s). Switch it on below "
+                  "to use it in Live and Synthesize.")
+    matrices = (f"<div style='display:flex;gap:16px'>{confusion_html(before['confusion'], 'Before')}"
+                f"{confusion_html(after['confusion'], 'After')}</div>")
+    return after_text, matrices
+
+
 def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
     """Ingest, hold out, measure, fine-tune (streaming curves), measure again. A generator: yields updates.
 
@@ -78,127 +234,30 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
     is closed (gradio closes this generator: `finally` below) or MAX_SECONDS have passed.
     """
     from core.evaluation.recognition import evaluate_crops
-    from core.training.finetune import fine_tune, fine_tune_config, split_train_valid
-    from core.training.ingest import ingest_upload
+    from core.training.finetune import fine_tune_config
 
     key = _key(request)
     steps, label = _check_request(files, batch_label, steps)
+    recognizer = _shipped_recognizer()
+    run = _Run(key, SESSION_MODELS.start_run(key))  # Cancel, Reset or a newer run make this one stop, install nothing
     try:
-        recognizer = get_recognizer()
-    except WeightsError as error:
-        raise gr.Error(f"The shipped recognizer cannot be loaded, so there is nothing to fine-tune ({_text(error)})."
-                       ) from error
-    run = SESSION_MODELS.start_run(key)  # Cancel, Reset or a newer run make this one stop and install nothing
-    stop = threading.Event()
-    started = time.monotonic()
-
-    def out_of_time() -> bool:
-        return time.monotonic() - started > MAX_SECONDS
-
-    def should_stop() -> bool:
-        return stop.is_set() or out_of_time() or not SESSION_MODELS.is_current(key, run)
-
-    try:
-        read: dict = {}
-
-        def read_upload():
-            try:
-                read["value"] = ingest_upload([getattr(f, "name", f) for f in files], recognizer.detector,
-                                              recognizer.config.input_size, batch_label=label, should_stop=should_stop)
-            except Exception as error:  # noqa: BLE001 -- reported below
-                read["error"] = error
-
-        reader = threading.Thread(target=read_upload, daemon=True, name=f"fine-tune-read-{key}")
-        reader.start()
-        while reader.is_alive():  # a large upload takes a while: keep the run cancellable meanwhile
-            reader.join(0.5)
-            if reader.is_alive():
-                yield ("Reading the upload…", "", "", "", *_curves([]), "", None)
-        if "error" in read:
-            error = read["error"]
-            if not SESSION_MODELS.is_current(key, run):
-                raise gr.Error(CANCELLED)
-            if out_of_time():
-                raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
-                               "upload fewer images.")
-            if isinstance(error, InputError):
-                raise gr.Error(_text(error)) from error
-            raise gr.Error(f"The upload could not be read ({type(error).__name__}).") from error
-        data = read["value"]
-        rejected = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>" for n, r in data.rejected[:200])
-        summary = f"**{len(data.labels)} faces** ready" + (f", {len(data.rejected)} files turned away:"
-                                                           if data.rejected else ".")
-        if len(data.labels) < 5:
-            raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
-                           + _text("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
-        train, valid = split_train_valid(data.labels, VALID_SHARE)
-        if len(valid) == 0:
-            train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
-            summary += " (too few faces per class to hold any out: before/after are measured on the training faces)"
+        data = yield from _read_upload(files, label, recognizer, run)
+        summary, rejected, train, valid = _split(data)
         before = evaluate_crops(recognizer.net, data.crops[valid], data.labels[valid], recognizer.device)
-        synthesizer = None
-        if joint:
-            try:
-                from core import get_synthesizer
-
-                synthesizer = get_synthesizer()
-            except WeightsError:
-                summary += " No generator is shipped yet: fine-tuning the recognizer alone."
+        synthesizer, note = _joint_synthesizer(joint)
+        summary += note
         config = fine_tune_config(steps, len(train), synthesizer is not None)
-        updates: queue.Queue = queue.Queue()
-        result: dict = {}
-
-        def work():
-            try:
-                result["value"] = fine_tune(recognizer, synthesizer, list(data.crops[train]),
-                                            list(data.labels[train]), config, on_step=updates.put,
-                                            should_stop=should_stop, valid=(data.crops[valid], data.labels[valid]))
-            except Exception as error:  # noqa: BLE001 -- reported to the user below, the session keeps its models
-                log.exception("fine-tuning failed")  # the details stay in the server log
-                result["error"] = error
-
-        thread = threading.Thread(target=work, daemon=True, name=f"fine-tune-{key}")
-        thread.start()
-        history: list[dict] = []
         before_text = (f"**Before:** accuracy {before['accuracy']:.1%}, macro-F1 {before['macro_f1']:.2f} on "
                        f"{len(valid)} held-out faces")
-        while thread.is_alive() or not updates.empty():
-            # At most half a second between yields, however fast steps come: a yield is where gradio can
-            # cancel this run or notice a closed tab, and where the curves are redrawn.
-            until = time.monotonic() + 0.5
-            try:
-                while (left := until - time.monotonic()) > 0:
-                    history.append(updates.get(timeout=left))
-            except queue.Empty:
-                pass
-            progress((len(history), steps), desc="fine-tuning")
-            yield (summary, f"<ul>{rejected}</ul>", before_text, "", *_curves(history), "", None)
-        thread.join()
-        if "error" in result:  # the type only: an exception's text can hold server paths
-            raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
-        if not SESSION_MODELS.is_current(key, run):
-            raise gr.Error(CANCELLED)
-        tuned = result["value"]
+        texts = (summary, f"<ul>{rejected}</ul>", before_text, "")
+        tuned, history = yield from _train(recognizer, synthesizer, data, train, valid, config, run, progress, texts,
+                                           steps)
         after = evaluate_crops(tuned.recognizer.net, data.crops[valid], data.labels[valid], tuned.recognizer.device)
-        try:
-            download = _export(key, tuned)
-        except OSError as error:  # before the session switches: a failed save leaves it as it was
-            raise gr.Error(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
-                           ) from error
-        # Installed only if no Cancel or Reset came in the meantime (the check and the switch are one step).
-        if not SESSION_MODELS.set(key, tuned.recognizer, tuned.synthesizer, run=run):
-            for path in download:
-                Path(path).unlink(missing_ok=True)
-            raise gr.Error(CANCELLED)
+        download = _install(run, tuned)
     finally:
-        stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
-    stopped_early = " — stopped at the time limit" if len(history) < steps and out_of_time() else ""
-    after_text = (f"**After:** accuracy {after['accuracy']:.1%}, macro-F1 {after['macro_f1']:.2f} "
-                  f"({len(history)} steps{stopped_early}, {time.monotonic() - started:.0f} s). Switch it on below to "
-                  "use it in Live and Synthesize.")
-    matrices = (f"<div style='display:flex;gap:16px'>{confusion_html(before['confusion'], 'Before')}"
-                f"{confusion_html(after['confusion'], 'After')}</div>")
-    yield (summary, f"<ul>{rejected}</ul>", before_text, after_text, *_curves(history), matrices, download)
+        run.stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
+    after_text, matrices = _after_texts(before, after, history, steps, run)
+    yield (*texts[:3], after_text, *_curves(history), matrices, download)
 
 
 def _curves(history: list[dict]):
@@ -221,17 +280,12 @@ def _curves(history: list[dict]):
 
 def _export(key: str, tuned) -> list[str]:
     """The fine-tuned recognizer and (joint runs) generator as safetensors in the session's temp dir."""
-    from core.checkpoint import export_generator, export_recognizer
-
     folder = SESSION_MODELS.entry(key).temp_dir
     paths = [os.path.join(folder, "recognizer-finetuned.safetensors")]
-    export_recognizer(paths[0], tuned.recognizer.net, {"source": "fine-tuned in ExpressionLab"})
-    synthesizer = tuned.synthesizer
-    if synthesizer is not None:
+    tuned.recognizer.save(paths[0], {"source": "fine-tuned in ExpressionLab"})
+    if tuned.synthesizer is not None:
         paths.append(os.path.join(folder, "generator-finetuned.safetensors"))
-        export_generator(paths[1], synthesizer.g, synthesizer.e, {**synthesizer.metadata, "class_aus": {
-            k: v.tolist() for k, v in synthesizer.class_aus.items()}, "source": "fine-tuned in ExpressionLab"},
-            synthesizer.d)
+        tuned.synthesizer.save(paths[1], {"source": "fine-tuned in ExpressionLab"})
     return paths
 
 

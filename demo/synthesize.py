@@ -94,9 +94,9 @@ def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.
     synthesizer = _synthesizer(request)
     try:
         if rgb is not None:
-            _, z = synthesizer.encode_image(rgb)
-            face = synthesizer.edit(rgb, expression=expression, aus=aus, intensity=intensity, guidance=guidance, z=z)
-            strip = synthesizer.morph(expression, aus, z=z, steps=MORPH_STEPS)
+            encoded = synthesizer.encode_face(rgb)
+            face = synthesizer.edit(encoded, expression=expression, aus=aus, intensity=intensity, guidance=guidance)
+            strip = synthesizer.morph(expression, aus, face=encoded, steps=MORPH_STEPS)
         else:
             face = synthesizer.generate(expression=expression, aus=aus, seed=seed, n=1, intensity=intensity,
                                         guidance=guidance)[0]

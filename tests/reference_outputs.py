@@ -26,7 +26,7 @@ def compute(data_dir: str | Path) -> dict[str, np.ndarray]:
     photo = str(Path(matplotlib.get_data_path()) / "sample_data" / PHOTO)
     crops = load_split(data_dir, "test").images[:32]
     r = Recognizer.load()
-    p8, p7 = r.predict_crops(crops, with_fer2013=True)
+    p8, p7 = r.predict_crops_with_fer2013(crops)
     faces = r.predict(photo)
     s = Synthesizer.load()
     return {

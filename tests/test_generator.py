@@ -75,16 +75,16 @@ def test_guidance_raises_the_recognizers_belief(tiny_synthesizer, monkeypatch):
     s = tiny_synthesizer
     net = RecognizerNet(RecognizerConfig(widths=(8, 16), depths=(1, 1), embed_dim=16)).eval()
     monkeypatch.setattr(s, "_recognizer", type("R", (), {"net": net})())
-    cond = s.condition({"surprise": 1.0})
+    cond = s._condition({"surprise": 1.0})
     target = cond[:, :8]
-    z = s.identities(3, 4)
+    z = s._identities(3, 4)
 
     def belief(codes):
         with torch.no_grad():
             logits, _ = net(((s.g(codes, cond.expand(len(codes), -1)) + 1) / 2 - 0.5) / 0.25)
         return (target * torch.log_softmax(logits, 1)).sum(1).mean()
 
-    assert belief(s.guide(z, cond, target, 2.0)) > belief(z)
+    assert belief(s._guide(z, cond, target, 2.0)) > belief(z)
 
 
 def test_morph_goes_from_neutral_to_target(tiny_synthesizer):
@@ -161,11 +161,11 @@ def test_a_set_au_slider_beats_the_typical_value_of_its_antagonist(tiny_synthesi
     aus["neutral"][au01] = 0.3  # a typical inner-brow raise
     synth = type(tiny_synthesizer)(tiny_synthesizer.g, tiny_synthesizer.e, aus, tiny_synthesizer.device)
     offset = -len(AUS)
-    typical = synth.condition({"neutral": 1.0})[0, offset:]
+    typical = synth._condition({"neutral": 1.0})[0, offset:]
     assert typical[au01] == pytest.approx(0.3) and typical[au04] == 0
-    lowered = synth.condition({"neutral": 1.0}, {"AU04": 0.1})[0, offset:]
+    lowered = synth._condition({"neutral": 1.0}, {"AU04": 0.1})[0, offset:]
     assert lowered[au04] == pytest.approx(0.1) and lowered[au01] == 0  # the slider wins though weaker
-    both = synth.condition({"neutral": 1.0}, {"AU01": 0.2, "AU04": 0.6})[0, offset:]
+    both = synth._condition({"neutral": 1.0}, {"AU01": 0.2, "AU04": 0.6})[0, offset:]
     assert both[au04] == pytest.approx(0.6) and both[au01] == 0
 
 

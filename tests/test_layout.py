@@ -65,6 +65,20 @@ def test_only_commands_have_a_main_block():
             assert '__name__ == "__main__"' not in path.read_text(), f"{name} is library code with a main block"
 
 
+def test_no_module_or_function_is_too_long():
+    long = []
+    for name, path in _modules().items():
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            long.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert not long, long
+
+
 def test_importing_core_loads_no_model_and_no_heavy_library():
     code = ("import sys, core; "
             "heavy = [m for m in ('torch', 'mediapipe', 'facenet_pytorch', 'gradio', 'cv2') if m in sys.modules]; "

@@ -111,9 +111,9 @@ def test_fine_tune_from_exported_weights(tiny_dataset, tmp_path):
 
 
 def test_au_regressor_learns_pixel_measurable_targets_and_critic_loads(tmp_path):
+    from core.checkpoint import export_recognizer
     from core.labels import AUS
     from core.training.au_regressor import AURegressorTrainConfig, fit_au_regressor, load_au_regressor, read_aus
-    from core.weights import save_safetensors
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (600, 48, 48)).astype(np.uint8)
@@ -125,7 +125,7 @@ def test_au_regressor_learns_pixel_measurable_targets_and_critic_loads(tmp_path)
                                 AURegressorTrainConfig(steps=150, batch_size=32, lr=0.05), device="cpu")
     assert min(rho.values()) > 0.8, rho
     path = tmp_path / "au.safetensors"
-    save_safetensors(path, net.state_dict(), {"kind": "au_regressor", "config": tiny.to_dict()})
+    export_recognizer(path, net, kind="au_regressor")  # as train_au_regressor writes it
     critic = load_au_regressor(path, torch.device("cpu"))
     assert not any(p.requires_grad for p in critic.parameters())
     x = torch.zeros(2, 1, 48, 48, requires_grad=True)
@@ -138,7 +138,6 @@ def test_generator_trains_with_a_frozen_au_critic(tmp_path):
     from core.labels import AUS
     from core.models.generator import GeneratorConfig
     from core.training.generator import GeneratorTrainConfig, train_generator
-    from core.weights import save_safetensors
     from tests.conftest import write_tiny_npz_dataset
 
     data = write_tiny_npz_dataset(tmp_path / "data", n=32)
@@ -146,8 +145,7 @@ def test_generator_trains_with_a_frozen_au_critic(tmp_path):
     export_recognizer(recognizer, RecognizerNet(TINY))
     critic_config = RecognizerConfig(widths=(8,), depths=(1,), embed_dim=8, num_classes=len(AUS), num_fer2013_classes=0)
     critic = tmp_path / "au.safetensors"
-    save_safetensors(critic, RecognizerNet(critic_config).state_dict(), {"kind": "au_regressor",
-                                                                         "config": critic_config.to_dict()})
+    export_recognizer(critic, RecognizerNet(critic_config), kind="au_regressor")  # as train_au_regressor writes it
     tc = GeneratorTrainConfig(steps=2, batch_size=8, sample_every=0, log_every=1, amp=False, au_critic=str(critic),
                               au_critic_weight=5.0)
     gc = GeneratorConfig(z_dim=8, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))

@@ -16,10 +16,9 @@ def _read(recognizer, faces: list[np.ndarray]) -> np.ndarray:
 def controllability(synth, recognizer, seeds: int = 100) -> dict:
     per_class = {}
     for k, name in enumerate(EXPRESSIONS):
-        # identities() draws at most 64 per call: 50 per seed block
-        z = torch.cat([synth.identities(10_000 + 100 * k + start // 50, min(50, seeds - start))
-                       for start in range(0, seeds, 50)])
-        faces = synth.render(z, synth.condition({name: 1.0}))
+        # generate() draws at most 64 people per call: 50 per seed block
+        faces = [face for start in range(0, seeds, 50)
+                 for face in synth.generate({name: 1.0}, seed=10_000 + 100 * k + start // 50, n=min(50, seeds - start))]
         per_class[name] = float((_read(recognizer, faces).argmax(axis=1) == k).mean())
     return {"overall": float(np.mean(list(per_class.values()))), "per_class": per_class, "seeds": seeds}
 
@@ -31,11 +30,10 @@ def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
 
     values = np.linspace(0, 1, steps)
     report = {}
-    z = synth.identities(20_000, seeds)
     for i, au in enumerate(AUS):
         faces = []
         for v in values:
-            faces += synth.render(z, synth.condition({"neutral": 1.0}, {au: float(v)}))
+            faces += synth.generate({"neutral": 1.0}, {au: float(v)}, seed=20_000, n=seeds)
         measured = measure_aus_crops(np.stack(faces))[:, i].reshape(steps, seeds)
         known = np.isfinite(measured)
         curve = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in measured])
@@ -52,11 +50,9 @@ def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
 
 @torch.no_grad()
 def identity(synth, seeds: int = 50) -> dict:
-    z = synth.identities(30_000, seeds)
     codes = []
     for name in EXPRESSIONS:
-        faces = synth.render(z, synth.condition({name: 1.0}))
-        codes.append(synth.encode(np.stack(faces)).cpu().numpy())
+        codes.append(synth.encode(np.stack(synth.generate({name: 1.0}, seed=30_000, n=seeds))))
     codes = np.stack(codes)  # [expressions, seeds, z]
     same_person = [np.linalg.norm(codes[a] - codes[b], axis=1).mean()
                    for a in range(len(EXPRESSIONS)) for b in range(a + 1, len(EXPRESSIONS))]

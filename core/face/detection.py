@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# MTCNN's image pyramid grows with the photo (a 36 MP photo took 16 s and 2 GB): it looks at a copy
-# no longer than this on its long side; a face it can find there (>= 20 px) is >= 1.6% of that side.
 NUM_LANDMARKS = 478
 
+# MTCNN's image pyramid grows with the photo (seconds and gigabytes on a 36 MP photo, docs/limits.md): it
+# looks at a copy no longer than this on its long side; a face it can find there (>= 20 px) is >= 1.6% of it.
 MTCNN_MAX_SIDE = 1280
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from core.config import config_kwargs
 from core.labels import AUS, EXPRESSIONS
 
 NEUTRAL = EXPRESSIONS.index("neutral")
@@ -45,9 +46,8 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
         values = {"upsample": "nearest", "summary": "mean", **values}  # what checkpoints from before these fields used
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+        return cls(**config_kwargs(cls, values))
 
 
 # ---------------------------------------------------------------- conditions

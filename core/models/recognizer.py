@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_kwargs
 from core.labels import EXPRESSIONS, FER2013_LABELS
 
 
@@ -32,9 +33,7 @@ class RecognizerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> RecognizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
-        return cls(**kwargs)
+        return cls(**config_kwargs(cls, values))
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

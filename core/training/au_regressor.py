@@ -12,12 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.checkpoint import export_recognizer, load_recognizer
 from core.device import resolve_device, train_autocast
-from core.errors import WeightsError
 from core.labels import AUS
 from core.models.recognizer import RecognizerConfig, RecognizerNet, normalize_crops
 from core.training.data import load_au_targets, load_split
-from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
 
 
 @dataclass
@@ -38,11 +37,7 @@ def read_aus(au_net, x_gen: torch.Tensor) -> torch.Tensor:
 
 
 def load_au_regressor(path: str | Path, device) -> RecognizerNet:
-    tensors, meta = read_safetensors(path)
-    if meta.get("kind") != "au_regressor":
-        raise WeightsError(f"{path} does not hold AU regressor weights")
-    net = RecognizerNet(RecognizerConfig.from_dict(meta["config"]))
-    net.load_state_dict(tensors)
+    net, _ = load_recognizer(path=path, kind="au_regressor")  # the recognizer's network with AU outputs
     net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -64,9 +59,9 @@ def train_au_regressor(data_dir, au_cache, out_path, model_config: RecognizerCon
         splits[split] = (faces.images[known], aus[known])
     net, rho = fit_au_regressor(*splits["train"], *splits["valid"], model_config, train_config, device,
                                 log=lambda record: print(json.dumps(record), flush=True))
-    metadata = {"kind": "au_regressor", "version": FORMAT_VERSION, "config": net.config.to_dict(), "aus": list(AUS),
-                "valid_spearman": rho, "train_config": asdict(train_config or AURegressorTrainConfig())}
-    save_safetensors(out_path, net.state_dict(), metadata)
+    export_recognizer(out_path, net, {"aus": list(AUS), "valid_spearman": rho,
+                                      "train_config": asdict(train_config or AURegressorTrainConfig())},
+                      kind="au_regressor")
     return {"valid_spearman": rho}
 
 
@@ -77,8 +72,6 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
 
     log(record) is called every 100 steps with the step, the batch loss and the elapsed seconds.
     """
-    from scipy.stats import spearmanr
-
     dev = resolve_device(device)
     tc = train_config or AURegressorTrainConfig()
     mc = model_config or RecognizerConfig(widths=(32, 64, 128), depths=(1, 2, 2), embed_dim=128, dropout=0.2,
@@ -94,25 +87,45 @@ def fit_au_regressor(train_images: np.ndarray, train_aus: np.ndarray, valid_imag
         for group in opt.param_groups:
             group["lr"] = tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
         index = torch.randint(0, len(x_train), (tc.batch_size,), generator=gen)
-        x = x_train[index].float().div(255).unsqueeze(1)
-        # Only photometric changes and mirroring: geometry is what the AUs measure.
-        flip = torch.rand(len(x), generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        gain = 1 + tc.augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
-        x = ((x - 0.5) * gain + 0.5 + tc.augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
-        with amp:
-            logits, _ = net(((x - mc.mean) / mc.std).to(dev).contiguous(memory_format=torch.channels_last))
-        loss = F.mse_loss(torch.sigmoid(logits.float()), y_train[index].to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x = au_regressor_batch(x_train[index], gen, tc.augment)
+        loss = au_regressor_step(net, opt, x, y_train[index], amp, dev)
         if log is not None and ((step + 1) % 100 == 0 or step + 1 == tc.steps):
-            log({"step": step + 1, "loss": round(float(loss.detach()), 5), "elapsed_s": round(time.time() - started, 1)})
+            log({"step": step + 1, "loss": round(float(loss.detach()), 5),
+                 "elapsed_s": round(time.time() - started, 1)})
     net.eval()
-    x_valid = torch.from_numpy(valid_images)
-    with torch.no_grad():
-        read = torch.cat([torch.sigmoid(net(normalize_crops(x_valid[i : i + 512], mc).to(dev))[0]).cpu()
-                          for i in range(0, len(x_valid), 512)]).numpy()
-    rho = {name: round(float(spearmanr(read[:, k], valid_aus[:, k]).statistic), 3) for k, name in enumerate(AUS)}
-    rho = {name: value if math.isfinite(value) else None for name, value in rho.items()}  # constant AU: no rho
-    return net, rho
+    return net, valid_spearman(net, valid_images, valid_aus, dev)
+
+
+def au_regressor_batch(crops: torch.Tensor, gen: torch.Generator, augment: float) -> torch.Tensor:
+    """uint8 crops [N, H, W] -> augmented float [N, 1, H, W] in [0, 1]."""
+    x = crops.float().div(255).unsqueeze(1)
+    # Only photometric changes and mirroring: geometry is what the AUs measure.
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    gain = 1 + augment * 0.3 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
+    return ((x - 0.5) * gain + 0.5 + augment * 0.1 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)).clamp(0, 1)
+
+
+def au_regressor_step(net: RecognizerNet, opt: torch.optim.Optimizer, x: torch.Tensor, aus: torch.Tensor, amp, dev
+                      ) -> torch.Tensor:
+    """One SGD step: MSE between the AUs read from x (in [0, 1]) and the measured ones; returns the loss."""
+    mc = net.config
+    with amp:
+        logits, _ = net(((x - mc.mean) / mc.std).to(dev).contiguous(memory_format=torch.channels_last))
+    loss = F.mse_loss(torch.sigmoid(logits.float()), aus.to(dev))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+@torch.no_grad()
+def valid_spearman(net: RecognizerNet, images: np.ndarray, aus: np.ndarray, dev) -> dict[str, float | None]:
+    """Spearman rho per AU between the AUs the net reads from uint8 crops and the measured ones."""
+    from scipy.stats import spearmanr
+
+    x_valid = torch.from_numpy(images)
+    read = torch.cat([torch.sigmoid(net(normalize_crops(x_valid[i : i + 512], net.config).to(dev))[0]).cpu()
+                      for i in range(0, len(x_valid), 512)]).numpy()
+    rho = {name: round(float(spearmanr(read[:, k], aus[:, k]).statistic), 3) for k, name in enumerate(AUS)}
+    return {name: value if math.isfinite(value) else None for name, value in rho.items()}  # constant AU: no rho

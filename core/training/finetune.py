@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,21 +13,21 @@ import torch.nn.functional as F
 from core.labels import EXPRESSIONS
 from core.training.joint import JointConfig, JointState, run_joint
 
+# The Fine-tune tab's settings (its benchmark uses the same), a named preset of JointConfig: joint
+# learning with the intra-class loss and RDBP. The recognizer starts trained, so G joins at once. Only
+# R's last stage, embedding and heads adapt: its first three stages keep their trained weights and
+# statistics, which skips most of the backward pass; half as many synthetic as real faces per batch,
+# and G and D updated every 3rd step, cut the rest (timings: docs/joint.md, `core.bench finetune`).
+FINE_TUNE = JointConfig(steps=300, batch_real=32, batch_synth=16, intra_weight=0.1, generator_every=3,
+                        frozen_stages=3)
 
-def fine_tune_config(steps: int, train_faces: int, with_generator: bool, generator_every: int = 3,
-                     frozen_stages: int = 3) -> JointConfig:
-    """The Fine-tune tab's settings (its benchmark uses the same): joint learning with intra-class loss and
-    RDBP when a generator is there. The recognizer starts trained, so G joins at once.
 
-    Only R's last stage, embedding and heads adapt (1.55M of its 1.98M parameters): its first three
-    stages (48, 24 and 12 pixels) keep their trained weights and statistics. Skipping their backward pass
-    brings 150 steps on 100 faces from 105 s to 66 s on an idle 2-core AVX2 CPU, within the 90 s budget,
-    with the same held-out accuracy (`python -m core.bench finetune --frozen-stages N` compares). Half as
-    many synthetic as real faces per batch, and G and D updated every `generator_every` steps, cut the rest."""
-    batch_real = min(32, train_faces)
-    return JointConfig(steps=steps, batch_real=batch_real, batch_synth=max(1, batch_real // 2),
-                       use_synthetic=with_generator, intra_weight=0.1 if with_generator else 0.0,
-                       generator_every=generator_every, frozen_stages=frozen_stages)
+def fine_tune_config(steps: int, train_faces: int, with_generator: bool) -> JointConfig:
+    """FINE_TUNE fitted to an upload: batches no larger than the upload, no synthetic terms without a generator."""
+    batch_real = min(FINE_TUNE.batch_real, train_faces)
+    return dataclasses.replace(FINE_TUNE, steps=steps, batch_real=batch_real,
+                               batch_synth=max(1, batch_real * FINE_TUNE.batch_synth // FINE_TUNE.batch_real),
+                               use_synthetic=with_generator, intra_weight=FINE_TUNE.intra_weight if with_generator else 0.0)
 
 
 def split_train_valid(labels: np.ndarray, share: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ def fine_tune(recognizer, synthesizer, images, labels, config: JointConfig | Non
     crops, used, rejected = faces_to_crops(images, recognizer.config.input_size, recognizer)
     if len(crops) == 0:
         raise InputError("none of the images holds a usable face")
-    config = config or JointConfig()
+    config = config or fine_tune_config(FINE_TUNE.steps, len(crops), synthesizer is not None)
     state = JointState.with_synthesizer(copy.deepcopy(recognizer.net), synthesizer)
     targets = F.one_hot(torch.from_numpy(index[used]), len(EXPRESSIONS)).float().numpy()
     run_joint(state, crops, targets, config, device=recognizer.device, on_step=on_step, should_stop=should_stop,
