@@ -10,14 +10,15 @@ import gradio as gr
 
 from core.training.ingest import MAX_TOTAL_BYTES
 from demo.finetune import build_finetune_tab
-from demo.live import build_live_tab, close_live_session
+from demo.live import MIRROR_CSS, build_live_tab, close_live_session
 from demo.synthesize import build_synthesize_tab
 
 TITLE = "ExpressionLab"
 QUEUE_MAX_SIZE = 64  # requests waiting at once; past it the app answers "queue is full" (HTTP 503)
 DEFAULT_CONCURRENCY = 2  # events run at once per endpoint unless the endpoint says otherwise
 # Passed to launch() (gradio takes the upload limit there): the largest upload the fine-tune tab reads.
-LAUNCH_OPTIONS = {"max_file_size": MAX_TOTAL_BYTES}
+# gradio 6 takes the page's CSS there too.
+LAUNCH_OPTIONS = {"max_file_size": MAX_TOTAL_BYTES, "css": MIRROR_CSS}
 
 
 def write_output_images_atomically() -> None:

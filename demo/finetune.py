@@ -17,6 +17,7 @@ import numpy as np
 
 from core import EXPRESSIONS, InputError, get_recognizer
 from core.errors import WeightsError
+from demo.errors import UserError, shown
 from demo.session_models import SESSION_MODELS, session_key
 
 VALID_SHARE = 0.2
@@ -46,29 +47,24 @@ def _key(request) -> str:
     return session_key(request) or "anonymous"
 
 
-def _text(value) -> str:
-    """User-made text (file names, CSV cells) for a gr.Error, which gradio renders as HTML: shown as typed."""
-    return html.escape(str(value), quote=False)
-
-
 def _check_request(files, batch_label, steps) -> tuple[int, str | None]:
     """(steps, batch label or None), or gr.Error naming what is wrong (the API can send anything)."""
     from core.labels import expression_index
 
     if not files:
-        raise gr.Error("Upload a zip of class folders, or images with a CSV or a batch label.")
+        raise UserError("Upload a zip of class folders, or images with a CSV or a batch label.")
     try:
         steps = float(steps)
     except (TypeError, ValueError) as error:
-        raise gr.Error(f"Steps must be a number between 10 and {MAX_STEPS}, not {_text(repr(steps))}.") from error
+        raise UserError(f"Steps must be a number between 10 and {MAX_STEPS}, not {shown(repr(steps))}.") from error
     if not (math.isfinite(steps) and 10 <= steps <= MAX_STEPS):
-        raise gr.Error(f"Steps must be between 10 and {MAX_STEPS}, not {steps}.")
+        raise UserError(f"Steps must be between 10 and {MAX_STEPS}, not {steps}.")
     label = None if batch_label in (None, "", "(from folders or CSV)") else batch_label
     if label is not None:
         try:
             expression_index(label)
         except InputError as error:
-            raise gr.Error(_text(error)) from error
+            raise UserError(shown(error)) from error
     return int(steps), label
 
 
@@ -95,7 +91,7 @@ def _shipped_recognizer():
     try:
         return get_recognizer()
     except WeightsError as error:
-        raise gr.Error(f"The shipped recognizer cannot be loaded, so there is nothing to fine-tune ({_text(error)})."
+        raise UserError(f"The shipped recognizer cannot be loaded, so there is nothing to fine-tune ({shown(error)})."
                        ) from error
 
 
@@ -118,18 +114,18 @@ def _read_upload(files, label: str | None, recognizer, run: _Run):
     while reader.is_alive():  # a large upload takes a while: keep the run cancellable meanwhile
         reader.join(0.5)
         if reader.is_alive():
-            yield ("Reading the upload…", "", "", "", *_curves([]), "", None)
+            yield ("Reading the upload…", "", "", "", gr.skip(), gr.skip(), "", None)
     if "error" not in read:
         return read["value"]
     error = read["error"]
     if not run.is_current():
-        raise gr.Error(CANCELLED)
+        raise UserError(CANCELLED)
     if run.out_of_time():
-        raise gr.Error(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({_text(error)}): "
+        raise UserError(f"The time limit ({MAX_SECONDS} s) was reached while reading the upload ({shown(error)}): "
                        "upload fewer images.")
     if isinstance(error, InputError):
-        raise gr.Error(_text(error)) from error
-    raise gr.Error(f"The upload could not be read ({type(error).__name__}).") from error
+        raise UserError(shown(error)) from error
+    raise UserError(f"The upload could not be read ({type(error).__name__}).") from error
 
 
 def _split(data) -> tuple[str, str, np.ndarray, np.ndarray]:
@@ -140,8 +136,8 @@ def _split(data) -> tuple[str, str, np.ndarray, np.ndarray]:
     summary = f"**{len(data.labels)} faces** ready" + (f", {len(data.rejected)} files turned away:"
                                                        if data.rejected else ".")
     if len(data.labels) < 5:
-        raise gr.Error(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
-                       + _text("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
+        raise UserError(f"Only {len(data.labels)} usable faces: at least 5 are needed. "
+                       + shown("; ".join(f"{n}: {r}" for n, r in data.rejected[:5])))
     train, valid = split_train_valid(data.labels, VALID_SHARE)
     if len(valid) == 0:
         train, valid = np.arange(len(data.labels)), np.arange(len(data.labels))
@@ -192,12 +188,12 @@ def _train(recognizer, synthesizer, data, train, valid, config, run: _Run, progr
         except queue.Empty:
             pass
         progress((len(history), steps), desc="fine-tuning")
-        yield (*texts, *_curves(history), "", None)
+        yield (*texts, *_curves(history, _loss_curves(config)), "", None)
     thread.join()
     if "error" in result:  # the type only: an exception's text can hold server paths
-        raise gr.Error(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
+        raise UserError(f"Fine-tuning failed; your models are unchanged ({type(result['error']).__name__}).")
     if not run.is_current():
-        raise gr.Error(CANCELLED)
+        raise UserError(CANCELLED)
     return result["value"], history
 
 
@@ -206,13 +202,13 @@ def _install(run: _Run, tuned) -> list[str]:
     try:
         download = _export(run.key, tuned)
     except OSError as error:  # before the session switches: a failed save leaves it as it was
-        raise gr.Error(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
+        raise UserError(f"Saving the fine-tuned model failed; your models are unchanged ({error.strerror})"
                        ) from error
     # Installed only if no Cancel or Reset came in the meantime (the check and the switch are one step).
     if not SESSION_MODELS.set(run.key, tuned.recognizer, tuned.synthesizer, run=run.token):
         for path in download:
             Path(path).unlink(missing_ok=True)
-        raise gr.Error(CANCELLED)
+        raise UserError(CANCELLED)
     return download
 
 
@@ -222,6 +218,10 @@ def _after_texts(before: dict, after: dict, history: list[dict], steps: int, run
     after_text = (f"**After:** accuracy {after['accuracy']:.1%}, macro-F1 {after['macro_f1']:.2f} "
                   f"({len(history)} steps{stopped_early}, {time.monotonic() - run.started:.0f} s). Switch it on below "
                   "to use it in Live and Synthesize.")
+    if after["accuracy"] < before["accuracy"]:
+        after_text += (f"\n\n⚠️ **Accuracy fell** on the held-out faces ({before['accuracy']:.1%} → "
+                       f"{after['accuracy']:.1%}, {after['n']} faces): the fine-tuned model is worse there than the "
+                       "shipped one. Keep the shipped models, or try more faces per class or fewer steps.")
     matrices = (f"<div style='display:flex;gap:16px'>{confusion_html(before['confusion'], 'Before')}"
                 f"{confusion_html(after['confusion'], 'After')}</div>")
     return after_text, matrices
@@ -257,25 +257,41 @@ def run_fine_tune(files, batch_label, steps, joint, request: gr.Request = None, 
     finally:
         run.stop.set()  # cancelled or closed: the workers stop at their next image or step; the session keeps its models
     after_text, matrices = _after_texts(before, after, history, steps, run)
-    yield (*texts[:3], after_text, *_curves(history), matrices, download)
+    yield (*texts[:3], after_text, *_curves(history, _loss_curves(config)), matrices, download)
 
 
-def _curves(history: list[dict]):
-    """(losses, accuracies) as long tables for the two line plots."""
+LOSS_CURVES = {"real": "real faces", "synth": "synthetic faces", "intra": "intra-class"}
+ACCURACY_CURVES = ("training batches", "held-out faces")
+
+
+def _loss_curves(config) -> list[str]:
+    """The loss terms a run records: real faces always; the synthetic terms when a generator takes part."""
+    if not config.use_synthetic:
+        return [LOSS_CURVES["real"]]
+    return [LOSS_CURVES["real"], LOSS_CURVES["synth"]] + ([LOSS_CURVES["intra"]] if config.intra_weight > 0 else [])
+
+
+def _curves(history: list[dict], loss_names: list[str]):
+    """(losses, accuracies) as long tables for the two line plots; curve names are short (they are the legend).
+
+    Every update names all of the run's curves (a NaN row each): the plot fixes its colours and legend from
+    the curves of the first data it gets, so one that appears later would never be drawn.
+    """
     import pandas as pd
 
-    losses = [{"step": r["step"], "loss": r.get("loss_real", float("nan")), "curve": "real faces"} for r in history]
-    losses += [{"step": r["step"], "loss": r["loss_synth"], "curve": "synthetic faces"} for r in history
-               if "loss_synth" in r]
+    keys = {name: key for key, name in LOSS_CURVES.items()}
+    losses = [{"step": 0, "loss": float("nan"), "curve": name} for name in loss_names]
+    losses += [{"step": r["step"], "loss": r[f"loss_{keys[name]}"], "curve": name} for name in loss_names
+               for r in history if f"loss_{keys[name]}" in r]
     window = 10  # a batch of 32 faces gives a noisy accuracy: mean over the last steps
     recent = [r["acc_real"] for r in history if "acc_real" in r]
-    accuracies = [{"step": r["step"], "accuracy": float(np.mean(recent[max(0, i + 1 - window): i + 1])),
-                   "curve": "training batches (mean of 10 steps)"}
-                  for i, r in enumerate(r for r in history if "acc_real" in r)]
-    accuracies += [{"step": r["step"], "accuracy": r["acc_valid"], "curve": "held-out faces"} for r in history
+    accuracies = [{"step": 0, "accuracy": float("nan"), "curve": name} for name in ACCURACY_CURVES]
+    accuracies += [{"step": r["step"], "accuracy": float(np.mean(recent[max(0, i + 1 - window): i + 1])),
+                    "curve": ACCURACY_CURVES[0]}
+                   for i, r in enumerate(r for r in history if "acc_real" in r)]
+    accuracies += [{"step": r["step"], "accuracy": r["acc_valid"], "curve": ACCURACY_CURVES[1]} for r in history
                    if "acc_valid" in r]
-    return (pd.DataFrame(losses or [{"step": 0, "loss": float("nan"), "curve": "real faces"}]),
-            pd.DataFrame(accuracies or [{"step": 0, "accuracy": float("nan"), "curve": "held-out faces"}]))
+    return pd.DataFrame(losses), pd.DataFrame(accuracies)
 
 
 def _export(key: str, tuned) -> list[str]:
@@ -327,13 +343,16 @@ def build_finetune_tab() -> None:
                     start = gr.Button("Fine-tune", variant="primary")
                     cancel = gr.Button("Cancel")
             with gr.Column():
-                summary = gr.Markdown()
+                summary = gr.Markdown("Upload faces and press Fine-tune.", elem_id="finetune-summary",
+                                      min_height=40)
                 rejected = gr.HTML()
                 before = gr.Markdown()
-                after = gr.Markdown()
-                curves = gr.LinePlot(x="step", y="loss", color="curve", label="Loss", height=220)
-                accuracy = gr.LinePlot(x="step", y="accuracy", color="curve", label="Accuracy", height=220,
-                                       y_lim=[0, 1])
+                after = gr.Markdown(elem_id="finetune-after")
+                # No fixed height: with one, the plot cut its own legend off below the title "curve".
+                curves = gr.LinePlot(x="step", y="loss", color="curve", label="Loss", color_title="loss of",
+                                     elem_id="finetune-loss")
+                accuracy = gr.LinePlot(x="step", y="accuracy", color="curve", label="Accuracy", y_lim=[0, 1],
+                                       color_title="accuracy on", elem_id="finetune-accuracy")
         matrices = gr.HTML()
         with gr.Row():
             use = gr.Checkbox(value=False, label="Use my fine-tuned models in Live and Synthesize")
@@ -343,7 +362,10 @@ def build_finetune_tab() -> None:
         use_status = gr.Markdown()
         event = start.click(run_fine_tune, inputs=[files, batch_label, steps, joint],
                             outputs=[summary, rejected, before, after, curves, accuracy, matrices, download],
-                            concurrency_limit=1, concurrency_id="fine-tune", api_name="fine_tune")
+                            concurrency_limit=1, concurrency_id="fine-tune", api_name="fine_tune",
+                            # progress (and the queue position while another fine-tune runs) on the summary only,
+                            # not drawn over the curves and results as they stream in
+                            show_progress_on=[summary])
         cancel.click(cancel_fine_tune, outputs=after, cancels=[event], api_name="cancel_fine_tune")
         # input, not change: refusing (no model yet) unticks the box without firing the event again
         use.input(use_fine_tuned, inputs=use, outputs=[use, use_status], api_name="use_fine_tuned")

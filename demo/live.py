@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 
@@ -10,11 +9,17 @@ import gradio as gr
 
 from core import InputError, get_recognizer
 from core.face.images import load_image
+from demo.errors import UserError, shown
 from demo.render import annotate, au_bars_html, probability_bars_html
 from demo.session_models import SESSION_MODELS, session_key
 
 STREAM_EVERY_S = 0.1
 STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
+PREVIEW_SIDE = 480
+# The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
+# beside it; the frames sent for analysis never are (left and right stay the person's own).
+MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
+MIRROR_JS = "(mirror) => { document.querySelector('#live-webcam')?.classList.toggle('unmirrored', !mirror); }"
 
 
 class LiveSessions:
@@ -89,14 +94,25 @@ def close_live_session(request: gr.Request) -> None:
 def analyse_photo(image_path, request: gr.Request = None):
     """An uploaded photo -> (annotated photo, per-face cards, summary)."""
     if image_path is None:
-        raise gr.Error("Upload a photo first.")
+        raise UserError("Upload a photo first.")
     try:
         rgb = load_image(image_path)
         faces = SESSION_MODELS.recognizer(session_key(request)).predict(rgb)
     except InputError as error:  # it names the uploaded file: escaped, as gradio renders the message as HTML
-        raise gr.Error(html.escape(str(error), quote=False)) from error
+        raise UserError(shown(str(error))) from error
     summary = f"{len(faces)} face(s) found." if faces else "No face found in this photo."
-    return annotate(rgb, faces, max_side=1600), probability_bars_html(faces), summary
+    return annotate(rgb, faces, max_side=1600, numbered=True), probability_bars_html(faces), summary
+
+
+def preview_photo(image_path):
+    """The upload as a picture, at once (the analysis follows): a small copy, not the file's name."""
+    if image_path is None:
+        return None
+    try:
+        rgb = load_image(image_path)
+    except InputError:
+        return None  # the analysis says what is wrong with it
+    return annotate(rgb, [], max_side=PREVIEW_SIDE)  # no faces to draw: just the shrunk copy
 
 
 def build_live_tab() -> None:
@@ -111,6 +127,7 @@ def build_live_tab() -> None:
                         webcam_options=gr.WebcamOptions(mirror=False),
                     )
                     mirror = gr.Checkbox(value=True, label="Mirror view (like a mirror; analysis is unaffected)")
+                    mirror.change(None, inputs=mirror, js=MIRROR_JS, api_visibility="private")
                 with gr.Column():
                     annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated")
                     probs = gr.Label(num_top_classes=8, label="Largest face", elem_id="live-probs")
@@ -129,6 +146,8 @@ def build_live_tab() -> None:
                     # A File, not an Image: gr.Image decodes uploads itself, before our checks
                     # (pixel limit, clear messages for non-images) could run.
                     photo = gr.File(file_types=["image"], type="filepath", label="Photo", elem_id="photo-input")
+                    preview = gr.Image(label="Your photo", type="numpy", interactive=False, height=240,
+                                       elem_id="photo-preview")
                     analyse = gr.Button("Analyse", variant="primary")
                 with gr.Column():
                     photo_out = gr.Image(label="Faces", type="numpy", elem_id="photo-annotated")
@@ -137,5 +156,9 @@ def build_live_tab() -> None:
             # One limit for both ways in (button / API and upload): 4 photos analysed at once, the rest queue.
             analyse.click(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
                           api_name="analyse_photo", concurrency_limit=4, concurrency_id="photo")
-            photo.upload(analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
-                         api_visibility="private", concurrency_limit=4, concurrency_id="photo")
+            photo.upload(preview_photo, inputs=photo, outputs=preview, api_visibility="private",
+                         show_progress="hidden").then(
+                analyse_photo, inputs=photo, outputs=[photo_out, photo_cards, photo_summary],
+                api_visibility="private", concurrency_limit=4, concurrency_id="photo")
+            photo.clear(lambda: (None, None, "", ""), outputs=[preview, photo_out, photo_cards, photo_summary],
+                        api_visibility="private")

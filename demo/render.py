@@ -17,10 +17,12 @@ COLOURS = {
 }
 
 
-def annotate(rgb: np.ndarray, faces, mirror: bool = False, max_side: int | None = None) -> np.ndarray:
+def annotate(rgb: np.ndarray, faces, mirror: bool = False, max_side: int | None = None,
+             numbered: bool = False) -> np.ndarray:
     """Boxes and top labels drawn on a copy of the frame; mirror flips the picture, not the text.
 
-    max_side shrinks big photos first: a browser does not need 40 megapixels back.
+    max_side shrinks big photos first: a browser does not need 40 megapixels back. numbered puts each
+    face's number (largest first, as on its card) before its label.
     """
     import cv2
 
@@ -32,13 +34,13 @@ def annotate(rgb: np.ndarray, faces, mirror: bool = False, max_side: int | None 
     h, w = out.shape[:2]
     thickness = max(1, int(round(min(h, w) / 240)))
     font_scale = max(0.4, min(h, w) / 800)
-    for _i, face in enumerate(faces):
+    for i, face in enumerate(faces):
         x0, y0, x1, y1 = (v * scale for v in face.box)
         if mirror:
             x0, x1 = w - x1, w - x0
         colour = COLOURS.get(face.label, (255, 255, 255))
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), colour, thickness + 1)
-        text = f"{face.label} {face.probs[face.label]:.0%}"
+        text = (f"{i + 1}: " if numbered else "") + f"{face.label} {face.probs[face.label]:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         ty = int(y0) - 4 if y0 - th - 8 > 0 else int(y1) + th + 4
         cv2.rectangle(out, (int(x0), ty - th - 4), (int(x0) + tw + 6, ty + base), colour, -1)
@@ -98,14 +100,16 @@ UPPER_FACE_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU45")
 def probability_bars_html(faces) -> str:
     """A card per face: the aligned crop the model saw and a bar per expression."""
     if not faces:
-        return "<p class='el-empty'>No face found.</p>"
+        return ""  # the summary line says so
     cards = []
     for i, face in enumerate(faces):
         rows = _bar_rows({name: face.probs[name] for name in EXPRESSIONS}, COLOURS.get, bold=face.label)
         aus = (f"<details style='margin-top:6px'><summary>Action units</summary>{au_bars_html(face.aus)}</details>"
                if getattr(face, "aus", None) else "")
-        crop = f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' style='border-radius:6px;flex:none'>" \
-            if getattr(face, "crop", None) is not None else ""
+        # Fixed size and aligned to the top: in a flex row an image otherwise stretches to the card's height.
+        crop = (f"<img src='{_png_data_uri(face.crop)}' width='96' height='96' alt='face {i + 1} as the model saw it' "
+                "style='width:96px;height:96px;max-width:none;object-fit:contain;align-self:flex-start;"
+                "border-radius:6px;flex:none'>") if getattr(face, "crop", None) is not None else ""
         cards.append(
             f"<div class='el-face' style='display:flex;gap:12px;padding:8px;border:1px solid #8884;"
             f"border-radius:8px;margin-bottom:8px'>{crop}<div style='flex:1'>"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import random
 
 import gradio as gr
@@ -12,6 +11,7 @@ from core import EXPRESSIONS, InputError
 from core.errors import WeightsError
 from core.labels import AU_NAMES, AUS
 from core.text import MAX_TEXT_CHARS
+from demo.errors import UserError, shown
 from demo.render import UPPER_FACE_AUS, enlarge
 from demo.session_models import SESSION_MODELS, session_key
 
@@ -23,7 +23,7 @@ def _synthesizer(request=None):
     try:
         return SESSION_MODELS.synthesizer(session_key(request))
     except WeightsError as error:
-        raise gr.Error(f"The generator is not available: {error}") from error
+        raise UserError(f"The generator is not available: {error}") from error
 
 
 def _named_errors(preprocess, describe):
@@ -35,7 +35,7 @@ def _named_errors(preprocess, describe):
         except gr.Error:
             raise
         except Exception as error:  # noqa: BLE001 -- whatever the reader raised, the input could not be read
-            raise gr.Error(describe(error)) from error
+            raise UserError(describe(error)) from error
 
     return wrapped
 
@@ -85,12 +85,12 @@ def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.
         rgb = None
         if source == "My face":
             if photo is None:
-                raise gr.Error("Upload a photo or take a webcam snapshot to edit your own face.")
+                raise UserError("Upload a photo or take a webcam snapshot to edit your own face.")
             rgb = load_image(photo)
     except InputError as error:  # it may quote the file name or value sent: escaped, gradio renders HTML
-        raise gr.Error(html.escape(str(error), quote=False)) from error
+        raise UserError(shown(str(error))) from error
     except (TypeError, ValueError, OverflowError) as error:
-        raise gr.Error(html.escape(f"Invalid control value: {error}", quote=False)) from error
+        raise UserError(shown(f"Invalid control value: {error}")) from error
     synthesizer = _synthesizer(request)
     try:
         if rgb is not None:
@@ -102,7 +102,7 @@ def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.
                                         guidance=guidance)[0]
             strip = synthesizer.morph(expression, aus, seed=seed, steps=MORPH_STEPS)
     except InputError as error:
-        raise gr.Error(html.escape(str(error), quote=False)) from error
+        raise UserError(shown(str(error))) from error
     reading = SESSION_MODELS.recognizer(session_key(request)).predict_crops(face[None])[0]
     label = {name: float(p) for name, p in zip(EXPRESSIONS, reading)}
     strip_image = np.concatenate([enlarge(f, 96) for f in strip], axis=1)
@@ -113,10 +113,11 @@ def apply_text(text: str):
     """Text -> slider values, and what the text was understood as."""
     from core.text import parse_text
 
+
     try:
         reading = parse_text(text or "")
     except InputError as error:
-        raise gr.Error(html.escape(str(error), quote=False)) from error
+        raise UserError(shown(str(error))) from error
     expression = [gr.update(value=round(reading.expression[name], 2)) for name in EXPRESSIONS]
     au_values = [gr.update(value=round(reading.aus.get(name, 0.0), 2)) for name in AUS]
     understood = f"**Understood as:** {reading.summary()}"

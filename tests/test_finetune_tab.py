@@ -20,13 +20,15 @@ def test_fine_tune_through_the_app_and_a_second_client_keeps_the_shipped_model(a
     with zipfile.ZipFile(archive, "a") as z:
         z.writestr("../escape.png", b"x")
     first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    summary, rejected, before, after, _, accuracy, matrices, download = first.predict(
+    summary, rejected, before, after, losses, accuracy, matrices, download = first.predict(
         [handle_file(str(archive))], "(from folders or CSV)", 20, True, api_name="/fine_tune")
     assert "faces** ready" in summary and "unsafe path" in rejected
     assert before.startswith("**Before:** accuracy") and after.startswith("**After:** accuracy")
     assert "Before" in matrices and "After" in matrices
     curves = {row[accuracy["columns"].index("curve")] for row in accuracy["data"]}
-    assert curves == {"held-out faces", "training batches (mean of 10 steps)"}
+    assert curves == {"held-out faces", "training batches"}
+    loss_curves = {row[losses["columns"].index("curve")] for row in losses["data"]}
+    assert {"real faces", "synthetic faces", "intra-class"} <= loss_curves  # a joint run: every term drawn
     assert sorted(Path(p).name for p in download) == ["generator-finetuned.safetensors",
                                                       "recognizer-finetuned.safetensors"]
     tuned_generator = Synthesizer.load(path=next(p for p in download if "generator" in p), device="cpu")

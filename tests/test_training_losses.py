@@ -15,6 +15,7 @@ from core.models.generator import (
     random_shift_flip,
 )
 from core.models.recognizer import RecognizerConfig, RecognizerNet, recognizer_loss
+from core.training import generator_losses as losses
 from core.training.au_regressor import au_regressor_batch, au_regressor_step, read_aus
 from core.training.generator import (
     GeneratorData,
@@ -22,15 +23,6 @@ from core.training.generator import (
     d_loss_weights,
     g_loss_weights,
     synthetic_conditions,
-)
-from core.training.generator_losses import (
-    Fakes,
-    GeneratorBatch,
-    GeneratorNets,
-    generate,
-    generator_d_losses,
-    generator_g_losses,
-    total,
 )
 from core.training.schedule import ema_update
 from tests.conftest import TINY_GENERATOR
@@ -49,19 +41,19 @@ def _frozen(net):
     return net
 
 
-def _nets(au_critic: bool = True) -> GeneratorNets:
+def _nets(au_critic: bool = True) -> losses.GeneratorNets:
     torch.manual_seed(0)
     cfg = TINY_GENERATOR
-    return GeneratorNets(GeneratorNet(cfg), EncoderNet(cfg), DiscriminatorNet(cfg), LatentCriticNet(cfg),
+    return losses.GeneratorNets(GeneratorNet(cfg), EncoderNet(cfg), DiscriminatorNet(cfg), LatentCriticNet(cfg),
                          _frozen(RecognizerNet(TINY_RECOGNIZER)),
                          _frozen(RecognizerNet(TINY_AU_CRITIC)) if au_critic else None)
 
 
-def _batch(typical=(True, True, False, False), au_known=(True, False, True, True)) -> GeneratorBatch:
+def _batch(typical=(True, True, False, False), au_known=(True, False, True, True)) -> losses.GeneratorBatch:
     g = torch.Generator().manual_seed(1)
     expression = torch.eye(len(EXPRESSIONS))[torch.tensor([1, 2, 3, 4])]
     cond_new = make_condition(expression, torch.full((N,), 0.8), torch.rand(N, len(AUS), generator=g))
-    return GeneratorBatch(
+    return losses.GeneratorBatch(
         x=torch.rand(N, 1, 48, 48, generator=g) * 2 - 1,
         targets=torch.softmax(torch.randn(N, len(EXPRESSIONS), generator=g), 1),
         aus=torch.rand(N, len(AUS), generator=g),
@@ -82,15 +74,15 @@ def _grads(term: torch.Tensor, net: torch.nn.Module) -> float:
 def _g_terms(nets, batch, fakes=None, seed=0):
     for p in nets.critics:  # as in the G step: D and the latent critic only pass gradients through
         p.requires_grad_(False)
-    fakes = fakes or generate(nets, batch)
-    return generator_g_losses(nets, batch, fakes, torch.Generator().manual_seed(seed))
+    fakes = fakes or losses.generate(nets, batch)
+    return losses.generator_g_losses(nets, batch, fakes, torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------- D step
 
 def test_d_terms_are_named_finite_and_move_only_d_and_the_latent_critic():
     nets, batch = _nets(), _batch()
-    terms = generator_d_losses(nets, batch, generate(nets, batch))
+    terms = losses.generator_d_losses(nets, batch, losses.generate(nets, batch))
     assert tuple(terms) == D_TERMS
     assert all(t.dim() == 0 and math.isfinite(float(t.detach())) for t in terms.values())
     moves = {name: {net: _grads(term, getattr(nets, net)) > 0 for net in ("g", "e", "d", "dz")}
@@ -103,7 +95,7 @@ def test_d_terms_are_named_finite_and_move_only_d_and_the_latent_critic():
 
 def test_d_au_term_is_zero_without_measured_aus():
     nets, batch = _nets(), _batch(au_known=(False,) * N)
-    assert float(generator_d_losses(nets, batch, generate(nets, batch))["au"].detach()) == 0.0
+    assert float(losses.generator_d_losses(nets, batch, losses.generate(nets, batch))["au"].detach()) == 0.0
 
 
 # ---------------------------------------------------------------- G step
@@ -120,16 +112,16 @@ def test_g_terms_are_named_finite_and_move_g_or_e_but_no_critic():
         "expression": (True, True), "au": (True, True), "recognizer": (True, False), "cycle": (True, True),
         "au_critic": (True, False),
     }
-    total(terms, g_loss_weights(GeneratorTrainConfig(au_critic="x", au_critic_weight=1.0), 10**6)).backward()
+    losses.total(terms, g_loss_weights(GeneratorTrainConfig(au_critic="x", au_critic_weight=1.0), 10**6)).backward()
     for frozen in (nets.d, nets.dz, nets.recognizer, nets.au_critic):
         assert all(p.grad is None for p in frozen.parameters())
 
 
 def test_g_reconstruction_and_cycle_are_zero_for_perfect_fakes():
     nets, batch = _nets(), _batch()
-    fakes = generate(nets, batch)
+    fakes = losses.generate(nets, batch)
     batch.z_prior = nets.e(fakes.new).detach()  # E gives back exactly the codes G drew from
-    terms, _ = _g_terms(nets, batch, Fakes(fakes.z_real, batch.x.clone(), fakes.new))
+    terms, _ = _g_terms(nets, batch, losses.Fakes(fakes.z_real, batch.x.clone(), fakes.new))
     assert float(terms["reconstruction"].detach()) == 0.0 and float(terms["cycle"].detach()) == 0.0
 
 
@@ -142,7 +134,7 @@ def test_g_critic_terms_vanish_without_typical_faces_or_critic():
 
 def test_g_au_critic_term_is_zero_when_the_critic_reads_the_requested_aus():
     nets, batch = _nets(), _batch(typical=(False,) * N)  # no recognizer read: the critic's shift is gen's first draw
-    fakes = generate(nets, batch)
+    fakes = losses.generate(nets, batch)
     with torch.no_grad():
         read = read_aus(nets.au_critic, random_shift_flip(fakes.new, torch.Generator().manual_seed(7)))
     batch.cond_new[:, -len(AUS):] = read
@@ -154,7 +146,7 @@ def test_g_expression_critics_judge_only_typical_faces():
     nets, a, b = _nets(), _batch(), _batch()
     nets.d.eval()  # spectral norm's power iteration would move D between the two reads
     b.cond_new[2:, : len(EXPRESSIONS)] = torch.eye(len(EXPRESSIONS))[[6, 7]]  # the atypical faces' expression
-    fakes = generate(nets, a)
+    fakes = losses.generate(nets, a)
     ta, _ = _g_terms(nets, a, fakes)
     tb, _ = _g_terms(nets, b, fakes)
     # Only typical-AU faces are judged for their expression: changing the others' changes nothing.
@@ -168,8 +160,8 @@ def test_g_expression_critics_judge_only_typical_faces():
 
 def test_total_weighs_in_order_and_counts_an_unweighted_term_once():
     a, b, c = torch.tensor(1.5), torch.tensor(0.25), torch.tensor(3.0)
-    assert torch.equal(total({"a": a, "b": b, "c": c}, {"b": 4.0, "c": 0.5}), a + 4.0 * b + 0.5 * c)
-    assert torch.equal(total({"a": a}, {}), a)
+    assert torch.equal(losses.total({"a": a, "b": b, "c": c}, {"b": 4.0, "c": 0.5}), a + 4.0 * b + 0.5 * c)
+    assert torch.equal(losses.total({"a": a}, {}), a)
 
 
 def test_every_term_but_the_adversarial_one_has_a_weight():
