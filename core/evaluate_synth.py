@@ -5,7 +5,10 @@
 controllability  8 classes x 100 seeds at full intensity: share the recognizer reads as requested
 au_control       per AU, a 0 -> 1 sweep (7 steps, expression neutral, other AUs fixed) over 20 seeds:
                  Spearman rho between the slider and the AU measured on the generated faces, over the
-                 mean curve (rho_mean_curve) and over all (seed, step) pairs (rho_pooled)
+                 mean curve (rho_mean_curve), over all (seed, step) pairs (rho_pooled) and per seed (median);
+                 the mean rise of the measured AU from slider 0 to 1
+expression_sliders  each expression slider alone 0 -> 1 (6 steps, 20 seeds): per-seed Spearman rho of the
+                 slider against the recognizer's probability of that class
 identity         distance between identity codes E(G(z, c)) of one seed across the 8 expressions,
                  against the distance between different seeds with the same expression
 realism          Frechet distance in the recognizer's penultimate features: 2,000 generated vs 2,000
@@ -18,14 +21,16 @@ import argparse
 import json
 import sys
 
-from core.evaluation.synthesis import au_control, controllability, identity, realism
+from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, realism
+
+MEASURES = ("controllability", "au_control", "expression_sliders", "identity", "realism")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate_synth", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", default=None, help="generator .safetensors instead of the shipped one")
-    parser.add_argument("--only", nargs="+", default=["controllability", "au_control", "identity", "realism"])
+    parser.add_argument("--only", nargs="+", default=list(MEASURES), choices=list(MEASURES))
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         report["controllability"] = controllability(synth, recognizer)
     if "au_control" in args.only:
         report["au_control"] = au_control(synth)
+    if "expression_sliders" in args.only:
+        report["expression_sliders"] = expression_sliders(synth, recognizer)
     if "identity" in args.only:
         report["identity"] = identity(synth)
     if "realism" in args.only:

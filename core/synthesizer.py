@@ -62,6 +62,20 @@ def parse_expression(expression) -> np.ndarray:
     return weights / weights.sum()
 
 
+def expression_strength(expression) -> float:
+    """How much expression the weights ask for, in [0, 1]: an expression slider alone sets it (happiness 0.3 is a
+    slight smile), several add up (capped at 1), and a neutral weight dilutes them. A name alone is full strength.
+    """
+    if expression is None or isinstance(expression, str):
+        return 1.0
+    weights = np.zeros(len(EXPRESSIONS))
+    for name, value in expression.items():  # synonyms add up, as in parse_expression
+        weights[expression_index(name)] += _finite_in(value, f"expression weight of {name!r}")
+    neutral = EXPRESSIONS.index("neutral")
+    shown = weights.sum() - weights[neutral]
+    return float(min(1.0, shown / max(1.0, weights.sum())))
+
+
 def parse_aus(aus) -> dict[str, float]:
     if aus is None:
         return {}
@@ -206,7 +220,7 @@ class Synthesizer:
         """The generator's condition [1, 26]; AUs not given take the expression's typical values."""
         distribution = parse_expression(expression)
         given = parse_aus(aus)
-        s = _finite_in(intensity, "intensity")
+        s = _finite_in(intensity, "intensity") * expression_strength(expression)  # the overall intensity scales all
         typical = np.zeros(len(AUS), np.float32)
         for k, name in enumerate(EXPRESSIONS):
             if name in self.class_aus:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from core.benchmarks.synth import bench_synth
-from core.evaluation.synthesis import au_control, controllability, identity
+from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, per_seed_rho
 from core.labels import AUS, EXPRESSIONS
 from core.metrics import frechet_distance
 
@@ -21,7 +21,18 @@ def test_synthesis_metrics_run_on_a_tiny_generator(tiny_synthesizer, recognizer)
     assert set(c["per_class"]) == set(EXPRESSIONS) and 0 <= c["overall"] <= 1
     a = au_control(tiny_synthesizer, seeds=2, steps=3)
     assert set(a) == set(AUS)
+    assert {"rho_per_seed_median", "mean_rise"} <= set(a["AU12"])
+    e = expression_sliders(tiny_synthesizer, recognizer, seeds=2, steps=3)
+    assert set(e) == set(EXPRESSIONS) - {"neutral"} and all(-1 <= r["rho_per_seed_median"] <= 1 for r in e.values())
     i = identity(tiny_synthesizer, seeds=3)
     assert i["ratio"] > 0
     b = bench_synth(runs=4, warmup=1, synthesizer=tiny_synthesizer)
     assert b["generate_ms"]["median"] > 0 and b["edit_ms"]["n"] == 2
+
+
+def test_per_seed_rho_sees_single_faces_that_do_not_move():
+    values = np.linspace(0, 1, 4)
+    measured = np.array([[0.0, 0.5], [0.1, 0.5], [0.2, 0.5], [0.3, 0.5]])  # seed 0 rises, seed 1 never moves
+    rho = per_seed_rho(values, measured)
+    assert rho[0] == pytest.approx(1.0) and rho[1] == 0.0
+    assert np.isnan(per_seed_rho(values, np.full((4, 1), np.nan))[0])  # no mesh found: no verdict

@@ -181,3 +181,18 @@ def test_reexport_keeps_faces_and_halves_the_discriminator(tiny_synthesizer, tmp
     assert tensors["d.adv.bias"].dtype == torch.float16 and tensors["g.fc.weight"].dtype == torch.float32
     again = Synthesizer.load(path=out, device="cpu")
     assert all(np.array_equal(a, b) for a, b in zip(again.generate(seed=3, n=2), tiny_synthesizer.generate(seed=3, n=2)))
+
+
+def test_an_expression_slider_alone_sets_how_much_of_it_the_face_shows(tiny_synthesizer):
+    from core.synthesizer import expression_strength
+
+    s = tiny_synthesizer
+    assert torch.equal(s._condition({"happiness": 0.3}), s._condition({"happiness": 1.0}, intensity=0.3))
+    assert torch.equal(s._condition({"happiness": 0.5, "surprise": 0.5}),
+                       s._condition({"happiness": 1.0, "surprise": 1.0}))  # a mix, at full strength
+    assert torch.equal(s._condition({"happiness": 0.6}, intensity=0.5), s._condition({"happiness": 0.3}))
+    assert expression_strength({"neutral": 1.0, "happiness": 1.0}) == 0.5  # neutral dilutes
+    assert expression_strength({"happy": 0.2, "happiness": 0.2}) == pytest.approx(0.4)  # synonyms add up
+    assert expression_strength({"happiness": 0.0}) == 0.0 and expression_strength("anger") == 1.0
+    faces = [s.generate({"anger": v}, seed=1)[0] for v in (0.0, 0.5, 1.0)]
+    assert not np.array_equal(faces[0], faces[1]) and not np.array_equal(faces[1], faces[2])
