@@ -9,6 +9,8 @@ au_control       per AU, a 0 -> 1 sweep (7 steps, expression neutral, other AUs 
                  the mean rise of the measured AU from slider 0 to 1
 expression_sliders  each expression slider alone 0 -> 1 (6 steps, 20 seeds): per-seed Spearman rho of the
                  slider against the recognizer's probability of that class
+text             a dozen descriptions read into sliders, 20 faces each: share the recognizer reads as the
+                 sentence's expression
 identity         distance between identity codes E(G(z, c)) of one seed across the 8 expressions,
                  against the distance between different seeds with the same expression
 realism          Frechet distance in the recognizer's penultimate features: 2,000 generated vs 2,000
@@ -21,9 +23,9 @@ import argparse
 import json
 import sys
 
-from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, realism
+from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, realism, text_control
 
-MEASURES = ("controllability", "au_control", "expression_sliders", "identity", "realism")
+MEASURES = ("controllability", "au_control", "expression_sliders", "text", "identity", "realism")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         report["au_control"] = au_control(synth)
     if "expression_sliders" in args.only:
         report["expression_sliders"] = expression_sliders(synth, recognizer)
+    if "text" in args.only:
+        report["text"] = text_control(synth, recognizer)
     if "identity" in args.only:
         report["identity"] = identity(synth)
     if "realism" in args.only:

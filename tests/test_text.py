@@ -7,7 +7,7 @@ from core.text import MAX_TEXT_CHARS, parse_text
 def test_keywords_and_intensity_words_without_embeddings():
     reading = parse_text("a slightly surprised woman", use_embeddings=False)
     assert max(reading.expression, key=reading.expression.get) == "surprise"
-    assert reading.intensity == pytest.approx(0.4)
+    assert reading.intensity == pytest.approx(0.6)  # slight: weaker than the default 0.85, still readable
     assert parse_text("very angry", use_embeddings=False).intensity == 1.0
     mixed = parse_text("happy but a little scared", use_embeddings=False).expression
     assert mixed["happiness"] == pytest.approx(0.5) and mixed["fear"] == pytest.approx(0.5)

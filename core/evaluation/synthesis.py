@@ -136,3 +136,37 @@ def _train_class_mix(data: str) -> np.ndarray:
     labels = load_split(data, "train").ferplus_label
     counts = np.bincount(labels[labels >= 0], minlength=len(EXPRESSIONS)).astype(float)
     return counts / counts.sum()
+
+
+# A dozen descriptions a user might type, each with the expression it asks for.
+TEXT_CASES = (
+    ("a slightly surprised woman raising her eyebrows", "surprise"),
+    ("a very happy man with a broad smile", "happiness"),
+    ("an angry face frowning", "anger"),
+    ("a sad boy about to cry", "sadness"),
+    ("a terrified person screaming", "fear"),
+    ("someone disgusted by a bad smell, wrinkling the nose", "disgust"),
+    ("a contemptuous smirk", "contempt"),
+    ("a calm neutral face", "neutral"),
+    ("a mildly amused smile", "happiness"),
+    ("a shocked face with the mouth wide open", "surprise"),
+    ("a furious woman", "anger"),
+    ("a gloomy, unhappy face", "sadness"),
+)
+
+
+def text_control(synth, recognizer, seeds: int = 20) -> dict:
+    """Each description read into sliders (as the tab's text box does) and drawn for `seeds` people: how often the
+    recognizer reads the expression the sentence asks for."""
+    from core.text import parse_text
+
+    report = {}
+    for k, (sentence, wanted) in enumerate(TEXT_CASES):
+        reading = parse_text(sentence)
+        faces = synth.generate(reading.expression, reading.aus or None, seed=60_000 + 100 * k, n=seeds,
+                               intensity=reading.intensity)
+        read = recognizer.predict_crops(np.stack(faces)).argmax(axis=1)
+        report[sentence] = {"wanted": wanted, "understood": reading.summary(),
+                            "read_as_wanted": float((read == EXPRESSIONS.index(wanted)).mean()),
+                            "read_most": EXPRESSIONS[int(np.bincount(read, minlength=len(EXPRESSIONS)).argmax())]}
+    return {"overall": float(np.mean([r["read_as_wanted"] for r in report.values()])), "sentences": report}
