@@ -18,7 +18,8 @@ from core.models.generator import DiscriminatorNet, EncoderNet, GeneratorConfig,
 from core.models.recognizer import RecognizerConfig, RecognizerNet
 from core.weights import FORMAT_VERSION, load_weights, save_safetensors
 
-KIND_NAMES = {"recognizer": "recognizer", "generator": "generator", "au_regressor": "AU regressor"}
+KIND_NAMES = {"recognizer": "recognizer", "generator": "generator", "au_regressor": "AU regressor",
+              "motion": "motion model"}
 
 
 def model_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:

@@ -9,6 +9,9 @@ au_control       per AU, a 0 -> 1 sweep (7 steps, expression neutral, other AUs 
                  the mean rise of the measured AU from slider 0 to 1
 expression_sliders  each expression slider alone 0 -> 1 (6 steps, 20 seeds): per-seed Spearman rho of the
                  slider against the recognizer's probability of that class
+edit             (only when asked) photo edits of FER+ test neutral faces upscaled to 192 px: size and
+                 background kept, identity (LBP re-identification), the requested class read, AU sliders on
+                 real faces, speed (docs/photo_edit.md)
 text             a dozen descriptions read into sliders, 20 faces each: share the recognizer reads as the
                  sentence's expression
 identity         distance between identity codes E(G(z, c)) of one seed across the 8 expressions,
@@ -26,13 +29,21 @@ import sys
 from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, realism, text_control
 
 MEASURES = ("controllability", "au_control", "expression_sliders", "text", "identity", "realism")
+EDIT = "edit"  # issue 14's photo-edit figures: slow (thousands of edits), so only when asked for
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate_synth", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", default=None, help="generator .safetensors instead of the shipped one")
-    parser.add_argument("--only", nargs="+", default=list(MEASURES), choices=list(MEASURES))
+    parser.add_argument("--only", nargs="+", default=list(MEASURES), choices=[*MEASURES, EDIT])
+    parser.add_argument("--edit-faces", type=int, default=300, help="edit: neutral faces edited into each class")
+    parser.add_argument("--edit-sweep-faces", type=int, default=50, help="edit: faces per AU slider sweep")
+    parser.add_argument("--edit-parts", nargs="+", default=None,
+                        choices=("size", "identity", "expression", "aus", "speed"), help="edit: only these parts")
+    parser.add_argument("--edit-guidance", type=float, default=3.0,
+                        help="edit: also measure edits with this semantic guidance (0: not)")
+    parser.add_argument("--motion", default=None, help="edit: a motion model .safetensors instead of the shipped one")
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -59,8 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         report["identity"] = identity(synth)
     if "realism" in args.only:
         report["realism"] = realism(synth, recognizer, args.data)
-    sys.stdout.write(json.dumps(report, indent=None if args.json else 1) + "\n")
+    if EDIT in args.only:
+        from core.evaluation.edit import evaluate as evaluate_edits
+
+        report[EDIT] = evaluate_edits(args.data, motion=args.motion, faces=args.edit_faces,
+                                      sweep_faces=args.edit_sweep_faces, parts=args.edit_parts,
+                                      guidance=args.edit_guidance)
+    sys.stdout.write(json.dumps(report, indent=None if args.json else 1, default=_plain) + "\n")
     return 0
+
+
+def _plain(value):
+    """numpy scalars and arrays in the report, as JSON numbers and lists."""
+    import numpy as np
+
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 if __name__ == "__main__":

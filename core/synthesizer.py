@@ -2,7 +2,7 @@
 
     s = Synthesizer.load()
     s.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=0, n=4)   # uint8 [48, 48] faces
-    s.edit(image, expression={"surprise": 1.0})                                 # the largest face, re-expressed
+    s.edit(photo, expression={"surprise": 1.0})      # the photo, its largest face re-expressed, same size
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ class EncodedFace:
 class Synthesizer:
     """New faces, or a real face re-expressed, from expression and AU controls.
 
-    Public: load / save, generate, encode_face, encode, edit, morph. The torch-level steps (condition,
-    identities, draw, guidance) are internals.
+    Public: load / save, generate, edit (a photo, kept at its size), edit_crop (the 48-px redraw), encode_face,
+    encode, morph. The torch-level steps (condition, identities, draw, guidance) are internals.
     """
 
     def __init__(self, g: GeneratorNet, e: EncoderNet, class_aus: dict, device, source: str = "memory",
@@ -155,6 +155,7 @@ class Synthesizer:
         # What the weights file said besides its tensors (step, training history): re-exports keep it.
         self.metadata = {k: v for k, v in (metadata or {}).items() if k not in ("kind", "version", "config")}
         self._recognizer = None
+        self._editor = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -197,8 +198,31 @@ class Synthesizer:
         """Identity codes [N, z_dim] of FER-framed uint8 grey crops [N, H, W]."""
         return self._encode(crops).cpu().numpy()
 
-    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> np.ndarray:
-        """The largest face of a real photo, re-expressed (uint8 grey, FER framing).
+    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
+             faces: str = "largest") -> np.ndarray:
+        """The photo (path, bytes, PIL image or array; RGB, RGBA or grey) with its largest face, or every face,
+        re-expressed: uint8 [H, W, 3] at the photo's own size and colour (core/synthesis/photo_edit.py).
+
+        The face is warped by the motion model and the generator adds what a warp cannot (furrows, teeth) on
+        luminance; pixels away from the face stay as they were. With only AU sliders set, the face keeps its
+        own expression. NoFaceError, FaceTooSmallError, FaceAtBorderError or ProfileFaceError when no face can
+        be edited (all InputErrors).
+        """
+        return self.edit_result(image, expression, aus, intensity, guidance, faces).image
+
+    def edit_result(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
+                    faces: str = "largest"):
+        """edit(), with each edited face's box, its 48-px aligned crop after the edit and notes (EditResult)."""
+        from core.synthesis.photo_edit import APPEARANCE
+
+        check_guidance(guidance)
+        return self._photo_editor().edit(image, expression, aus, intensity, faces, APPEARANCE, guidance)
+
+    def edit_crop(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0
+                  ) -> np.ndarray:
+        """The largest face of a photo redrawn by the generator as a 48-px grey crop in FER framing (the
+        recognizer's input; the joint experiments and tests use it). Another person's likeness, mostly:
+        edit() keeps the person.
 
         image: a photo, or an EncodedFace from encode_face (to skip detecting the face again).
         """
@@ -284,6 +308,15 @@ class Synthesizer:
             (grad,) = torch.autograd.grad(score, z)
             z = (z + strength * 0.1 * grad / (grad.norm(dim=1, keepdim=True) + 1e-8)).detach().requires_grad_(True)
         return z.detach()
+
+    def _photo_editor(self):
+        """The photo-edit pipeline on this generator (a fine-tuned one edits with its own G and E)."""
+        if self._editor is None:
+            from core.models.motion import MotionModel
+            from core.synthesis.photo_edit import PhotoEditor
+
+            self._editor = PhotoEditor(MotionModel.load(), self, self._recognizer_model())
+        return self._editor
 
     def _recognizer_model(self):
         if self._recognizer is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.config import add_config_arguments, config_from_args
 from core.models.generator import GeneratorConfig
+from core.models.motion import MotionConfig
 from core.models.recognizer import RecognizerConfig
 from core.training.au_regressor import AURegressorTrainConfig
 from core.training.generator import GeneratorTrainConfig
@@ -76,6 +77,24 @@ def _au_regressor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _motion(args: argparse.Namespace) -> int:
+    from core.training.motion import fit_motion
+
+    command = "python -m core.train motion " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    result = fit_motion(args.data, args.au_cache, args.out, config_from_args(MotionConfig, args), command)
+    sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
+def _motion_photo_gain(args: argparse.Namespace) -> int:
+    from core.training.motion import fit_photo_gain
+
+    command = "python -m core.train motion-photo-gain " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    result = fit_photo_gain(args.data, args.motion, args.faces, args.rounds, command)
+    sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
 def _export_generator(args: argparse.Namespace) -> int:
     """Re-export a run's generator.safetensors (e.g. from before D was stored in half precision)."""
     from core.synthesizer import Synthesizer
@@ -125,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(a, AURegressorTrainConfig)
     a.set_defaults(run=_au_regressor)
 
+    m = sub.add_parser("motion", help="fit the motion model (how the mesh moves with each AU) for photo edits")
+    m.add_argument("--data", required=True)
+    m.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+    m.add_argument("--out", default="weights/motion.safetensors")
+    add_config_arguments(m, MotionConfig)
+    m.set_defaults(run=_motion)
+    p = sub.add_parser("motion-photo-gain", help="fit the motion model's per-AU gains on FER+ train faces as photos")
+    p.add_argument("--data", required=True)
+    p.add_argument("--motion", default="weights/motion.safetensors")
+    p.add_argument("--faces", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=2)
+    p.set_defaults(run=_motion_photo_gain)
+
     x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
     x.add_argument("source")
     x.add_argument("out")
@@ -146,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if "OMP_NUM_THREADS" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one thread per rank: more oversubscribes small CPUs
     args = build_parser().parse_args(argv)
+    args.argv = argv  # written into the weights a command fits (the command that made them)
     return args.run(args)
 
 

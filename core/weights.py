@@ -48,6 +48,13 @@ REGISTRY: dict[str, WeightsInfo] = {
             description="FESGAN-style generator: EMA G and E (48x48 grey, 64-d identity, 8 expressions + 17 AUs), "
                         "and D in half precision for joint fine-tuning",
         ),
+        WeightsInfo(
+            name="motion",
+            file="motion.safetensors",
+            sha256="36a355344d4bebe00e48400e0c26a34550a6fb4e2f2cc674131438a08e64098d",
+            description="motion model: how the 478-point mesh moves with each of the 17 AUs (ridge blendshapes, "
+                        "pose-normalised), with class-typical AU targets and per-AU photo gains",
+        ),
     )
 }
 

@@ -60,8 +60,9 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nFacial expression recognition and synthesis, running locally on this machine.")
         with gr.Tabs():
             build_live_tab()
-            build_synthesize_tab()
+            synthesize = build_synthesize_tab()
             build_finetune_tab()
+        demo.load(**synthesize, api_visibility="private")  # the Synthesize tab shows a face on arrival
         demo.unload(close_live_session)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo

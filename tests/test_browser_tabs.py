@@ -92,3 +92,31 @@ def test_mirror_view_mirrors_the_camera_preview_too(browser, app_url):
     style = page.evaluate("() => getComputedStyle(document.querySelector('#live-webcam video')).transform")
     assert style == "none", style
     page.close()
+
+
+def test_synthesize_shows_a_face_on_arrival_and_one_message_for_my_face_without_a_photo(browser, app_url,
+                                                                                        grace_hopper, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(app_url, wait_until="load")
+    page.get_by_role("tab", name="Synthesize").click()
+    page.wait_for_selector("#synth-result img", timeout=120_000)  # rendered on arrival, not blank
+    render = page.locator("#synth-render").bounding_box()
+    assert render["y"] + render["height"] <= 800, render  # the Render button is above the fold
+    page.locator("#synth-source").get_by_text("My face").click()
+    _wait_for(page.locator("#synth-status"), "Upload a photo", 60)
+    for _ in range(3):  # moving sliders without a photo: no error toast piles up
+        page.locator("input[type=range]").first.press("ArrowLeft")
+        time.sleep(0.5)
+    time.sleep(2)
+    assert page.locator(".toast-body, [data-testid='toast-body']").count() == 0
+    assert page.locator("#synth-result img").count() == 0  # no stale face from "New person"
+    assert "Invalid control value" not in page.content()
+    page.locator("#synth-photo input[type=file]").set_input_files(str(grace_hopper))
+    page.wait_for_selector("#synth-before img", timeout=120_000)
+    page.wait_for_selector("#synth-result img", timeout=120_000)
+    _wait_for(page.locator("#synth-status"), "edited at its own size", 120)
+    before, after = (page.locator(f"#synth-{name} img").bounding_box() for name in ("before", "result"))
+    assert abs(before["y"] - after["y"]) < 5 and after["x"] > before["x"]  # side by side
+    assert after["width"] >= 200  # a legible size
+    page.screenshot(path=str(tmp_path / "synthesize.png"), full_page=True)
+    page.close()

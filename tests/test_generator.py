@@ -94,8 +94,10 @@ def test_morph_goes_from_neutral_to_target(tiny_synthesizer):
 
 @pytest.mark.integration
 def test_edit_a_real_face_and_refuse_a_blank_one(tiny_synthesizer, grace_hopper):
-    out = tiny_synthesizer.edit(grace_hopper, expression={"happiness": 1.0})
+    out = tiny_synthesizer.edit_crop(grace_hopper, expression={"happiness": 1.0})
     assert out.shape == (48, 48) and out.dtype == np.uint8
+    with pytest.raises(NoFaceError):
+        tiny_synthesizer.edit_crop(np.full((200, 200, 3), 128, np.uint8))
     with pytest.raises(NoFaceError):
         tiny_synthesizer.edit(np.full((200, 200, 3), 128, np.uint8))
 

@@ -57,7 +57,7 @@ def test_au_slider_raises_the_measured_au(synth, au):
 
 def test_edit_keeps_the_person_better_than_another_seed(synth, grace_hopper):
     face = synth.encode_face(grace_hopper)
-    edited = synth.edit(face, expression={"surprise": 1.0})
+    edited = synth.edit_crop(face, expression={"surprise": 1.0})
     other = synth.generate(expression={"surprise": 1.0}, seed=3)[0]
     own = float(np.linalg.norm(synth.encode(edited[None])[0] - face.code))
     stranger = float(np.linalg.norm(synth.encode(other[None])[0] - face.code))

@@ -24,20 +24,28 @@ def tab(monkeypatch, tiny_synthesizer):
 
 
 def test_new_person_renders_face_reading_and_strip(tab):
-    face, reading, strip = tab.render_synthesis("New person", None, 3, 0.0, *controls("surprise"))
+    face, reading, strip, before, download, status = tab.render_synthesis("New person", None, 3, 0.0,
+                                                                          *controls("surprise"))
     assert face.shape == (tab.DISPLAY_SIZE, tab.DISPLAY_SIZE, 3)
     assert set(reading) == set(EXPRESSIONS) and abs(sum(reading.values()) - 1) < 1e-5
     assert strip.shape == (96, 96 * tab.MORPH_STEPS, 3)
-    again, _, _ = tab.render_synthesis("New person", None, 3, 0.0, *controls("surprise"))
+    assert before is None and download is None and "seed 3" in status
+    again = tab.render_synthesis("New person", None, 3, 0.0, *controls("surprise"))[0]
     assert np.array_equal(face, again)
 
 
-def test_my_face_and_its_errors(tab, grace_hopper):
+def test_my_face_edits_the_photo_itself_and_says_what_is_missing(tab, grace_hopper):
     photo = np.asarray(Image.open(grace_hopper).convert("RGB"))
-    face, _, _ = tab.render_synthesis("My face", photo, 0, 0.0, *controls("anger", use_aus=True, aus={"AU04": 1}))
-    assert face.shape[0] == tab.DISPLAY_SIZE
-    with pytest.raises(gr.Error, match="Upload a photo"):
-        tab.render_synthesis("My face", None, 0, 0.0, *controls())
+    after, reading, strip, before, download, status = tab.render_synthesis(
+        "My face", photo, 0, 0.0, *controls("anger", use_aus=True, aus={"AU04": 1}))
+    assert after.shape == before.shape == photo.shape  # 600x512 fits the display: the photo, not a 48-px crop
+    assert not np.array_equal(after, before) and set(reading) == set(EXPRESSIONS)
+    assert strip.shape == (96, 96 * tab.MORPH_STEPS, 3) and "512" in status
+    full = np.asarray(Image.open(download))
+    assert full.shape == photo.shape  # the download is the edited photo at full size
+    # No photo yet: one plain message in the status line, every output cleared, no error raised.
+    assert tab.render_synthesis("My face", None, 0, 0.0, *controls()) == (None, None, None, None, None,
+                                                                           tab.NO_PHOTO)
     with pytest.raises(gr.Error, match="no face"):
         tab.render_synthesis("My face", np.full((100, 100, 3), 128, np.uint8), 0, 0.0, *controls())
     with pytest.raises(gr.Error, match="intensity"):
@@ -60,7 +68,7 @@ def test_synthesize_endpoint_through_gradio_client(app_url):
     client = Client(app_url, verbose=False)
     args = ["New person", None, 0, 0.0, *controls("happiness")]
     if "generator" in REGISTRY:
-        face, reading, _ = client.predict(*args, api_name="/synthesize")
+        face, reading, *_ = client.predict(*args, api_name="/synthesize")
         assert reading["label"] in EXPRESSIONS
     else:
         with pytest.raises(Exception, match="generator is not available"):

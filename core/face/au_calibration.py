@@ -52,7 +52,7 @@ def annotate(data: str, out: str, splits=("train", "valid", "test"), chunk: int 
             p.unlink()
 
 
-def _cached(cache: str, split: str) -> np.ndarray:
+def cached_landmarks(cache: str, split: str) -> np.ndarray:
     with np.load(Path(cache) / f"{split}.npz") as z:
         return z["landmarks"].astype(np.float64)
 
@@ -80,7 +80,7 @@ def calibrate(data: str, cache: str, out: Path = CALIBRATION_FILE) -> dict:
     from core.training.data import load_split
 
     train = load_split(data, "train")
-    points = _cached(cache, "train")
+    points = cached_landmarks(cache, "train")
     found = np.isfinite(points[:, 0, 0])
     neutral = found & (train.ferplus_label == EXPRESSIONS.index("neutral"))
     # Frontal template: 3-D Procrustes mean of the rigid points of neutral faces, in FER framing.
@@ -118,7 +118,7 @@ def validate(data: str, cache: str, split: str = "test") -> dict:
     from core.training.data import load_split
 
     faces = load_split(data, split)
-    aus = measure_aus_landmarks(_cached(cache, split))
+    aus = measure_aus_landmarks(cached_landmarks(cache, split))
     found = np.isfinite(aus[:, 0])
     labels = faces.ferplus_label
     neutral = found & (labels == EXPRESSIONS.index("neutral"))

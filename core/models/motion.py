@@ -1,0 +1,213 @@
+"""A learned motion model: how the 478-point face mesh moves with the 17 action units.
+
+    python -m core.train motion --data ../shared/data/fer2013plus --au-cache ../runs/au_cache \
+        --out weights/motion.safetensors
+
+Linear blendshapes fitted by ridge regression on FER+ train (the AU/landmark cache): every face's
+mesh, moved onto the frontal template of core/aus.py (pose and size normalised, 48-px FER framing),
+is regressed on its own measured AU intensities. Over ~27,000 people the identity differences average
+out and each AU's coefficient row is the mean movement that comes with it. Each row is then rescaled
+so that moving the template by one unit of an AU changes that AU's own mesh measurement by exactly
+its calibrated span (ridge regression on noisy inputs shrinks slopes; the sliders must reach 1).
+
+An edit starts from where the face is: the displacement is predicted for (target - current) AUs,
+so a face that already smiles hardly moves when it is asked to smile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.config import config_kwargs
+from core.errors import WeightsError
+from core.face.alignment import ALIGN_LANDMARKS
+from core.face.aus import frontalize, intensities_from_raw, load_calibration, raw_measurements, similarity_3d
+from core.face.detection import NUM_LANDMARKS
+from core.labels import AUS, EXPRESSIONS
+
+AU14 = AUS.index("AU14")
+MOUTH_CORNERS = (61, 291)  # subject's right (image left), left
+KIND = "motion"
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    ridge: float = 10.0  # ridge penalty, in units of summed squared AU intensity
+    calibrate_gain: bool = True  # rescale each AU's row to move its own measurement by its span
+    max_gain: float = 3.0  # a row the fit got nearly flat is not blown up beyond this
+    # An expression's AUs are moved to this quantile of the class's faces (not its mean, which mixes
+    # in the many faces labelled by a weak version of it), and only when the face is not there yet.
+    target_quantile: float = 0.75
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MotionConfig:
+        return cls(**config_kwargs(cls, values))
+
+
+def signed_au14(frontal: np.ndarray, au14: float) -> float:
+    """AU14 with a sign: positive when the subject's right mouth corner (point 61) is the higher one.
+
+    The mesh measures AU14 as |height difference| of the corners; regressing on the unsigned value
+    would average left and right pulls into no movement at all.
+    """
+    right, left = MOUTH_CORNERS
+    return float(au14 if frontal[right, 1] <= frontal[left, 1] else -au14)
+
+
+class MotionModel:
+    """Mesh displacement as a linear function of AU intensities, in the frontal template frame."""
+
+    def __init__(self, base: np.ndarray, basis: np.ndarray, class_aus: np.ndarray, class_upper: np.ndarray,
+                 template: np.ndarray, config: MotionConfig, info: dict | None = None, photo_gain=None):
+        self.base = np.asarray(base, np.float64)  # [478, 3] mesh at all AUs zero
+        self.basis = np.asarray(basis, np.float64)  # [17, 478, 3] movement per unit AU
+        self.class_aus = np.asarray(class_aus, np.float64)  # [8, 17] mean AUs of each expression
+        self.class_upper = np.asarray(class_upper, np.float64)  # [8, 17] their target_quantile
+        self.template = np.asarray(template, np.float64)  # [19, 3] frontal frame of the rigid points
+        self.config = config
+        self.info = dict(info or {})
+        # Per AU, how much further than the mesh says the photo must move (see core.evaluation.edit.calibrate_photo_gain)
+        self.photo_gain = np.ones(len(AUS)) if photo_gain is None else np.asarray(photo_gain, np.float64)
+
+    # -- targets
+    def target_aus(self, current: np.ndarray, expression: np.ndarray, intensity: float = 1.0,
+                   given: dict[str, float] | None = None) -> np.ndarray:
+        """AU intensities to move to, from the face's own, then the sliders the user set.
+
+        Only movement towards the expression counts. An AU the expression raises (its class mean is
+        above neutral's) is raised to the class's upper quantile, never lowered: a broad smile asked
+        to be happy stays broad. Any other AU is lowered to that quantile if it is above it, never
+        raised: a calm face asked to be neutral hardly moves. Intensity scales the movement.
+        """
+        current = np.nan_to_num(np.asarray(current, np.float64))
+        weights = np.asarray(expression, np.float64)
+        upper = weights @ self.class_upper
+        raises = weights @ self.class_aus > self.class_aus[EXPRESSIONS.index("neutral")]
+        delta = np.where(raises, np.maximum(upper - current, 0.0), np.minimum(upper - current, 0.0))
+        target = current + float(intensity) * delta
+        for name, value in (given or {}).items():
+            target[AUS.index(name)] = value
+        return np.clip(target, 0.0, 1.0)
+
+    # -- geometry
+    def frontal_delta(self, delta_aus: np.ndarray) -> np.ndarray:
+        """Displacement [478, 3] in the frontal frame for a change of AU intensities [17]."""
+        return np.tensordot(np.asarray(delta_aus, np.float64), self.basis, axes=1)
+
+    def predict(self, landmarks: np.ndarray, current: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The face's landmarks [478, 3] (image pixels) moved from its current AUs to the target AUs."""
+        landmarks = np.asarray(landmarks, np.float64)
+        current = np.nan_to_num(np.asarray(current, np.float64))
+        scale, rotation, shift = similarity_3d(landmarks[list(ALIGN_LANDMARKS)], self.template)
+        frontal = landmarks @ (scale * rotation).T + shift
+        delta = (np.asarray(target, np.float64) - current) * self.photo_gain
+        # AU14 is one-sided: pull the corner that is already higher (the right one on a level mouth)
+        sign = signed_au14(frontal, 1.0)
+        delta[AU14] *= sign
+        moved = self.frontal_delta(delta)
+        # frontal = s R p + t, so a frontal displacement d is R^T d / s in the image (rows: d @ R / s)
+        return landmarks + moved @ rotation / scale
+
+    # -- persistence
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"base": torch.tensor(self.base, dtype=torch.float32),
+                "basis": torch.tensor(self.basis, dtype=torch.float32),
+                "class_aus": torch.tensor(self.class_aus, dtype=torch.float32),
+                "class_upper": torch.tensor(self.class_upper, dtype=torch.float32),
+                "template": torch.tensor(self.template, dtype=torch.float32),
+                "photo_gain": torch.tensor(self.photo_gain, dtype=torch.float32)}
+
+    def save(self, path) -> None:
+        from core.weights import FORMAT_VERSION, save_safetensors
+
+        meta = {"kind": KIND, "version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "aus": list(AUS), "expressions": list(EXPRESSIONS), **self.info}
+        save_safetensors(path, self.tensors(), meta)
+
+    @classmethod
+    def load(cls, path=None, name: str = "motion") -> MotionModel:
+        """The shipped motion model (sha256-checked), or the file at `path` (as save() writes it)."""
+        from core.checkpoint import config_of, read_checkpoint
+
+        tensors, meta = read_checkpoint(KIND, name, path)  # kind, format version and config checked
+        path = path or name
+        if meta.get("aus") != list(AUS) or meta.get("expressions") != list(EXPRESSIONS):
+            raise WeightsError(f"{path}: motion model fitted for other AUs or expressions")
+        expected = {"base": (NUM_LANDMARKS, 3), "basis": (len(AUS), NUM_LANDMARKS, 3),
+                    "class_aus": (len(EXPRESSIONS), len(AUS)), "class_upper": (len(EXPRESSIONS), len(AUS)),
+                    "template": (len(ALIGN_LANDMARKS), 3)}
+        for key, shape in expected.items():
+            if key not in tensors or tuple(tensors[key].shape) != shape:
+                raise WeightsError(f"{path}: tensor {key!r} missing or not of shape {shape}")
+        info = {k: v for k, v in meta.items() if k not in ("kind", "version", "config", "aus", "expressions")}
+        gain = tensors["photo_gain"].double().numpy() if "photo_gain" in tensors else None
+        if gain is not None and gain.shape != (len(AUS),):
+            raise WeightsError(f"{path}: tensor 'photo_gain' is not of shape ({len(AUS)},)")
+        return cls(*(tensors[k].double().numpy() for k in expected), config_of(MotionConfig, meta, str(path)), info,
+                   photo_gain=gain)
+
+
+# ---------------------------------------------------------------- fitting
+
+def design_matrix(landmarks: np.ndarray, calibration: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frontal meshes [M, 478, 3], AU intensities [M, 17] (AU14 signed) and the rows used, of faces with a mesh."""
+    found = np.flatnonzero(np.isfinite(landmarks.reshape(len(landmarks), -1)).all(axis=1))
+    template = calibration["template"]
+    frontal = np.empty((len(found), NUM_LANDMARKS, 3))
+    aus = np.empty((len(found), len(AUS)))
+    for row, i in enumerate(found):
+        frontal[row] = frontalize(landmarks[i], template)
+        aus[row] = intensities_from_raw(raw_measurements(frontal[row]), calibration)
+        aus[row, AU14] = signed_au14(frontal[row], aus[row, AU14])
+    return frontal, aus, found
+
+
+def ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Intercept [D] and coefficients [K, D] of y ~ b + x W with an L2 penalty on W only."""
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc = x - x_mean
+    weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+    return y_mean - x_mean @ weights, weights
+
+
+def calibrate_gains(base: np.ndarray, basis: np.ndarray, calibration: dict, max_gain: float) -> np.ndarray:
+    """Per AU, the factor that makes one unit of its row move its own raw measurement by its span."""
+    span = calibration["one"] - calibration["zero"]
+    at_base = raw_measurements(base)
+    gains = np.ones(len(AUS))
+    for k in range(len(AUS)):
+        effect = raw_measurements(base + basis[k])[k] - at_base[k]
+        if abs(effect) > 1e-9 and np.sign(effect) == np.sign(span[k]):
+            gains[k] = np.clip(span[k] / effect, 1.0 / max_gain, max_gain)
+    return gains
+
+
+def class_typical_aus(aus: np.ndarray, labels: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and `quantile` of the measured AU intensities [8, 17] of each FER+ majority class (AU14 unsigned)."""
+    unsigned = np.abs(aus)
+    rows = [unsigned[labels == k] if (labels == k).any() else np.zeros((1, len(AUS))) for k in range(len(EXPRESSIONS))]
+    return np.stack([r.mean(axis=0) for r in rows]), np.stack([np.quantile(r, quantile, axis=0) for r in rows])
+
+
+def fit(landmarks: np.ndarray, labels: np.ndarray, config: MotionConfig = MotionConfig(),
+        calibration: dict | None = None) -> MotionModel:
+    """Fit on cached FER-framed landmarks [N, 478, 3] with FER+ majority labels [N] (-1: none)."""
+    calibration = calibration or load_calibration()
+    frontal, aus, found = design_matrix(np.asarray(landmarks, np.float64), calibration)
+    base, weights = ridge(aus, frontal.reshape(len(frontal), -1), config.ridge)
+    base = base.reshape(NUM_LANDMARKS, 3)
+    basis = weights.reshape(len(AUS), NUM_LANDMARKS, 3)
+    gains = calibrate_gains(base, basis, calibration, config.max_gain) if config.calibrate_gain else np.ones(len(AUS))
+    basis = basis * gains[:, None, None]
+    class_aus, class_upper = class_typical_aus(aus, np.asarray(labels)[found], config.target_quantile)
+    info = {"faces": int(len(found)), "date": time.strftime("%Y-%m-%d"),
+            "gains": {a: round(float(g), 4) for a, g in zip(AUS, gains)}}
+    return MotionModel(base, basis, class_aus, class_upper, calibration["template"], config, info)

@@ -1,0 +1,150 @@
+"""Photo editing (issue 14): size and colour kept, background untouched, bad input refused, the
+motion model's file round trip, and a face that already shows the expression barely moves."""
+
+import numpy as np
+import pytest
+
+from core.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def editor():
+    from core.synthesis.photo_edit import PhotoEditor
+
+    return PhotoEditor.load()
+
+
+@pytest.fixture(scope="module")
+def photo(grace_hopper):
+    from core.face.images import load_image
+
+    return load_image(grace_hopper)  # 600x512 colour portrait
+
+
+def test_colour_photo_keeps_size_colour_and_background(editor, photo):
+    from core.evaluation.edit import unchanged_outside
+
+    result = editor.edit(photo, expression="surprise")
+    out = result.image
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert unchanged_outside(photo, out, result.faces[0].box) == 1.0  # nothing beyond the grown face box
+    changed = (out != photo).any(axis=2)
+    assert changed.mean() > 0.01  # the face did change
+    # colour kept: the face's mean chroma moves by under 2 levels (only luminance is edited)
+    import cv2
+
+    ycc_in, ycc_out = (cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb).astype(float) for im in (photo, out))
+    assert np.abs(ycc_in[changed][:, 1:].mean(axis=0) - ycc_out[changed][:, 1:].mean(axis=0)).max() < 2.0
+
+
+def test_grey_and_rgba_inputs_keep_their_size(editor, photo):
+    grey = photo.mean(axis=2).astype(np.uint8)
+    out = editor.edit(grey, expression="happiness").image
+    assert out.shape == (*grey.shape, 3)
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 1] == out[:, :, 2]).all()  # grey stays grey
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    assert editor.edit(rgba, aus={"AU12": 0.8}).image.shape == photo.shape
+
+
+def test_no_face_raises_a_clear_input_error(editor):
+    from core.synthesizer import NoFaceError
+
+    with pytest.raises(NoFaceError, match="no face"):
+        editor.edit(np.full((240, 320, 3), 128, np.uint8), expression="happiness")
+
+
+def test_bad_controls_raise_input_errors(editor, photo):
+    with pytest.raises(InputError):
+        editor.edit(photo, expression="boredom")
+    with pytest.raises(InputError):
+        editor.edit(photo, aus={"AU99": 0.5})
+    with pytest.raises(InputError):
+        editor.edit(photo, expression="happiness", faces="some")
+
+
+def _face(box, landmarks):
+    from core.face.detection import DetectedFace
+
+    return DetectedFace(box, landmarks.astype(np.float32), 1.0, "mediapipe")
+
+
+def test_tiny_border_and_profile_faces_are_refused(editor, photo):
+    from core.synthesis.photo_edit import FaceAtBorderError, FaceTooSmallError, ProfileFaceError, check_face
+
+    face = editor.detector.detect(photo)[0]
+    template = editor.motion.template
+    assert check_face(face, photo.shape, template) == []
+    small = _face((0, 0, 30, 30), face.landmarks * 0.1)
+    with pytest.raises(FaceTooSmallError):
+        check_face(small, photo.shape, template)
+    shifted = face.landmarks.copy()
+    shifted[:, 0] -= face.box[2] - 10  # most of the face beyond the left edge
+    with pytest.raises(FaceAtBorderError):
+        check_face(_face(face.box, shifted), photo.shape, template)
+    # the same mesh turned 70 degrees about the vertical axis
+    centre = face.landmarks.mean(axis=0)
+    a = np.radians(70)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    with pytest.raises(ProfileFaceError):
+        check_face(_face(face.box, (face.landmarks - centre) @ turn.T + centre), photo.shape, template)
+
+
+def test_motion_model_save_load_round_trip(editor, tmp_path):
+    from core.models.motion import MotionModel
+
+    path = tmp_path / "motion.safetensors"
+    editor.motion.save(path)
+    back = MotionModel.load(path)
+    assert back.config == editor.motion.config
+    for name in ("base", "basis", "class_aus", "class_upper", "template", "photo_gain"):
+        np.testing.assert_allclose(getattr(back, name), getattr(editor.motion, name), rtol=1e-6, atol=1e-6)
+    points = back.base * 4 + 50
+    current, target = np.zeros(17), np.full(17, 0.5)
+    np.testing.assert_allclose(back.predict(points, current, target), editor.motion.predict(points, current, target),
+                               atol=1e-4)
+
+
+def test_a_broad_smile_edited_to_happiness_barely_moves(editor):
+    from core.labels import EXPRESSIONS
+
+    motion = editor.motion
+    happy = np.eye(len(EXPRESSIONS))[EXPRESSIONS.index("happiness")]
+    points = motion.base * 4 + 50
+    smiling = motion.class_upper[EXPRESSIONS.index("happiness")]  # already as happy as the target
+    neutral = motion.class_aus[EXPRESSIONS.index("neutral")]
+    still = motion.predict(points, smiling, motion.target_aus(smiling, happy))
+    moved = motion.predict(points, neutral, motion.target_aus(neutral, happy))
+    assert np.abs(still - points).max() < 0.05
+    assert np.abs(moved - points)[:, :2].max() > 2.0
+
+
+def test_smiling_photo_edited_to_happiness_changes_little(editor, fer_test):
+    from core.evaluation.edit import as_photo, box_change
+    from core.labels import EXPRESSIONS
+
+    happy = np.flatnonzero(fer_test.ferplus_label == EXPRESSIONS.index("happiness"))[:8]
+    changes = {"happiness": [], "surprise": []}
+    for i in happy:
+        photo = as_photo(fer_test.images[i])
+        try:
+            box = editor.detector.detect(photo)[0].box
+            for name in changes:
+                changes[name].append(box_change(photo, editor.edit(photo, expression=name).image, box))
+        except (InputError, IndexError):
+            continue
+    assert len(changes["happiness"]) >= 4
+    assert np.mean(changes["happiness"]) < 0.5 * np.mean(changes["surprise"])
+
+
+def test_all_faces_edits_each_face(editor, photo):
+    import cv2
+
+    small = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    pair = np.hstack([small, small])
+    result = editor.edit(pair, expression="happiness", faces="all")
+    assert len(result.faces) == 2 and result.image.shape == pair.shape
+    half = pair.shape[1] // 2
+    for side in (slice(0, half), slice(half, None)):
+        assert (result.image[:, side] != pair[:, side]).any()
+    only = editor.edit(pair, expression="happiness")  # the largest face only
+    assert len(only.faces) == 1
