@@ -1,37 +1,68 @@
 #!/usr/bin/env bash
 # ExpressionLab: set up (idempotent) and run.
-#   ./run.sh app          create .venv, install the pinned environment, serve the UI on 127.0.0.1:7860
+#   ./run.sh app          create .venv, install the pinned environment as a Space does, serve the UI on 127.0.0.1:7860
 #   ./run.sh test [ARGS]  the same plus test tools and Chromium, then pytest (ARGS go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON="${PYTHON:-python3}"
 
-setup_venv() {
-    if [ ! -x .venv/bin/pip ]; then
-        # --clear: a half-made .venv (e.g. python3-venv missing on the first try) is rebuilt
-        "$PYTHON" -m venv --clear .venv
+# The Space's builder (sdk: gradio, README front matter) installs, in a fresh environment:
+#   apt-get install $(cat packages.txt); pip install -r pre-requirements.txt; pip install -r requirements.txt;
+#   pip install "gradio[oauth]==<sdk_version>" spaces
+# run.sh does the same, so that the app and the tests run in the environment a Space gets
+# (tools/check_space_build.py checks it; docs/deploy.md).
+SDK_VERSION="$(sed -n 's/^sdk_version: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' README.md)"
+[ -n "$SDK_VERSION" ] || { echo "README.md front matter has no sdk_version" >&2; exit 1; }
+BUILDER_STEP=("gradio[oauth]==${SDK_VERSION}" spaces)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+setup_apt() {
+    # packages.txt (one Debian package a line, no comments: the builder passes every word to apt-get):
+    # what the Space's builder installs with apt, here OpenCV's libGL and GLib
+    local missing=()
+    for package in $(grep -v '^#' packages.txt); do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        as_root apt-get update -qq && as_root apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    # requirements.txt is a complete lock of the runtime. --no-deps installs exactly it: resolving
-    # mediapipe's and facenet-pytorch's declared deps would pull a second OpenCV, jax, numpy<2 and a
-    # CUDA torch, none of which the code needs.
-    if ! cmp -s requirements.txt .venv/.installed-requirements; then
-        .venv/bin/pip install --no-deps -r requirements.txt
-        cp requirements.txt .venv/.installed-requirements
+}
+
+install_stamp() {
+    cat pre-requirements.txt requirements.txt packages.txt
+    echo "builder step: ${BUILDER_STEP[*]}"
+}
+
+setup_venv() {
+    setup_apt
+    # A fresh environment whenever the lock changed (as on a Space: a plain install never removes what an
+    # older lock left behind, such as a second OpenCV).
+    if [ ! -x .venv/bin/pip ] || ! cmp -s <(install_stamp) .venv/.installed-requirements; then
+        "$PYTHON" -m venv --clear .venv
+        # --retries 1: PyTorch's CPU index (pre-requirements.txt) cannot be reached from every machine;
+        # where it cannot, pip warns once per package and takes the CPU build from local wheels.
+        .venv/bin/pip install --retries 1 -r pre-requirements.txt
+        .venv/bin/pip install -r requirements.txt
+        .venv/bin/pip install "${BUILDER_STEP[@]}"
+        install_stamp > .venv/.installed-requirements
+        rm -f .venv/.installed-requirements-test
     fi
 }
 
 setup_tests() {
     if ! cmp -s requirements-test.txt .venv/.installed-requirements-test; then
-        .venv/bin/pip install --no-deps -r requirements-test.txt
+        # resolving too, but never moving a runtime pin (-c)
+        .venv/bin/pip install -r requirements-test.txt -c requirements.txt
         cp requirements-test.txt .venv/.installed-requirements-test
     fi
     # The browser test drives Debian's Chromium through Playwright (Playwright's own browser
     # download is not possible offline).
     if [ ! -x /usr/bin/chromium ]; then
-        SUDO=""
-        [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+        as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null
     fi
 }
 

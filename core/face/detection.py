@@ -163,7 +163,7 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         scale = min(1.0, MTCNN_MAX_SIDE / max(h, w))
         if min(h, w) * scale < self._mtcnn.min_face_size:
-            return []  # no face of its smallest size fits (and facenet's pyramid would be empty: it raises)
+            return []  # no face of its smallest size fits (and the pyramid would be empty)
         if scale < 1.0:
             import cv2
 
