@@ -16,6 +16,9 @@ from demo.session_models import SESSION_MODELS, session_key
 STREAM_EVERY_S = 0.1
 STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
 PREVIEW_SIDE = 480
+# Gradio encodes every returned frame: WEBP (its default) cost several times JPEG's on 640x480 frames
+# (`python -m core.bench live`: encode_ms).
+LIVE_FORMAT = "jpeg"
 # The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
 # beside it; the frames sent for analysis never are (left and right stay the person's own).
 MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
@@ -129,7 +132,8 @@ def build_live_tab() -> None:
                     mirror = gr.Checkbox(value=True, label="Mirror view (like a mirror; analysis is unaffected)")
                     mirror.change(None, inputs=mirror, js=MIRROR_JS, api_visibility="private")
                 with gr.Column():
-                    annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated")
+                    annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated",
+                                         format=LIVE_FORMAT)
                     probs = gr.Label(num_top_classes=8, label="Largest face", elem_id="live-probs")
                     status = gr.Markdown("Waiting for the camera…", elem_id="live-status")
                     with gr.Accordion("Action units of the largest face", open=False):

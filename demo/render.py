@@ -30,7 +30,7 @@ def annotate(rgb: np.ndarray, faces, mirror: bool = False, max_side: int | None 
     if max_side and max(rgb.shape[:2]) > max_side:
         scale = max_side / max(rgb.shape[:2])
         rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    out = np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb).copy()
+    out = cv2.flip(rgb, 1) if mirror else rgb.copy()  # one copy either way
     h, w = out.shape[:2]
     thickness = max(1, int(round(min(h, w) / 240)))
     font_scale = max(0.4, min(h, w) / 800)
@@ -47,6 +47,14 @@ def annotate(rgb: np.ndarray, faces, mirror: bool = False, max_side: int | None 
         cv2.putText(out, text, (int(x0) + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)
     return out
+
+
+def encode_frame(rgb: np.ndarray, format: str) -> bytes:
+    """The bytes gradio sends for an output image in `format` (its own encoder), to count that cost."""
+    from PIL import Image
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    return encode_pil_to_bytes(Image.fromarray(rgb), format)
 
 
 def enlarge(grey: np.ndarray, size: int) -> np.ndarray:

@@ -26,6 +26,22 @@ def webcam_frame(width: int = 640, height: int = 480) -> np.ndarray:
     return np.asarray(canvas).copy()
 
 
+def moving_face_frames(count: int = 16, width: int = 640, height: int = 480, face_height: int = 300,
+                       seed: int = 0) -> list[np.ndarray]:
+    """640x480 RGB frames with the real face photo at a new random place in each (nothing to track)."""
+    from PIL import Image
+
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    photo = photo.resize((round(photo.width * face_height / photo.height), face_height), Image.BILINEAR)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        canvas = Image.new("RGB", (width, height), (90, 90, 90))
+        canvas.paste(photo, (int(rng.integers(0, width - photo.width + 1)), int(rng.integers(0, height - face_height + 1))))
+        frames.append(np.asarray(canvas).copy())
+    return frames
+
+
 def stats(values_ms: list[float]) -> dict:
     a = np.asarray(values_ms)
     return {"median": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
