@@ -19,6 +19,9 @@ PREVIEW_SIDE = 480
 # Gradio encodes every returned frame: WEBP (its default) cost several times JPEG's on 640x480 frames
 # (`python -m core.bench live`: encode_ms).
 LIVE_FORMAT = "jpeg"
+# Stream handler calls processed at once; more streams queue. Set from `python -m core.bench streams`
+# (docs/limits.md): on 2 cores, more calls at once only share the same cores.
+STREAM_CONCURRENCY = 2
 # The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
 # beside it; the frames sent for analysis never are (left and right stay the person's own).
 MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
@@ -140,7 +143,7 @@ def build_live_tab() -> None:
                         au_bars = gr.HTML(elem_id="live-aus")
             webcam.stream(
                 live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status, au_bars],
-                stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=4,
+                stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=STREAM_CONCURRENCY,
                 show_progress="hidden", api_visibility="private",
             )
         with gr.Tab("Photo", id="photo"):
