@@ -40,7 +40,7 @@ def bench_stages(recognizer, frame: np.ndarray, frames: int, warmup: int) -> dic
         crops = np.stack([align_face(grey, f, recognizer.config.input_size) for f in faces]) if faces else None
         t_align = (time.perf_counter() - t0) * 1000
         t_rec = _timed(recognizer.predict_crops, crops, False)[1] if crops is not None else 0.0
-        t_aus = _timed(lambda: [measure_aus(f.landmarks) for f in faces])[1]
+        t_aus = _timed(lambda found: [measure_aus(f.landmarks) for f in found], faces)[1]
         if i >= warmup:
             for name, value in zip(names, (t_decode, t_detect, t_align, t_rec, t_aus)):
                 stages[name].append(value)
