@@ -44,6 +44,23 @@ def _container_signature(head: bytes) -> bool:
             or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI "))
 
 
+def _empty_iso_media(path: Path) -> bool:
+    """An MP4 / MOV whose media data box is empty: a container written without a frame (FFmpeg cannot open it)."""
+    import struct
+
+    boxes = {}
+    with open(path, "rb") as f:
+        while len(header := f.read(8)) == 8:
+            size, kind = struct.unpack(">I4s", header)
+            if size == 1:  # 64-bit size follows
+                size = struct.unpack(">Q", f.read(8))[0] - 8
+            boxes.setdefault(kind, size)
+            if size < 8:
+                break
+            f.seek(size - 8, 1)
+    return b"moov" in boxes and boxes.get(b"mdat", 8) <= 8
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """The checked header of a video file; typed VideoError subclasses say what is wrong."""
     import cv2
@@ -62,6 +79,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
+            if _empty_iso_media(path):
+                raise EmptyVideoError(f"{name} has no frames")
             raise VideoDecodeError(f"{name}: the video cannot be opened (truncated or corrupt?)")
         width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)

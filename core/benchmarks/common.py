@@ -43,8 +43,9 @@ def moving_face_frames(count: int = 16, width: int = 640, height: int = 480, fac
 
 
 def write_face_video(path, seconds: float = 3.0, fps: float = 30.0, width: int = 640, height: int = 480,
-                     faces: int = 1, fourcc: str = "mp4v") -> Path:
-    """A test video made from the real face photo: `faces` copies gliding across a 640x480 frame."""
+                     faces: int = 1, fourcc: str = "mp4v", speed_px_s: float = 150.0) -> Path:
+    """A test video made from the real face photo: `faces` copies gliding across a 640x480 frame, at most
+    speed_px_s pixels a second (a person moving in front of a camera)."""
     import cv2
     from PIL import Image
 
@@ -54,12 +55,14 @@ def write_face_video(path, seconds: float = 3.0, fps: float = 30.0, width: int =
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     count = max(1, round(seconds * fps))
     lane = width // faces
+    span = max(0, lane - photo.shape[1])
+    period = max(seconds, np.pi * span / speed_px_s)  # the sine's top speed is pi * span / period
     for i in range(count):
         frame = np.full((height, width, 3), 90, np.uint8)
+        phase = 2 * np.pi * i / fps / period
         for k in range(faces):
-            span = max(0, lane - photo.shape[1])
-            x = k * lane + int(span * (0.5 + 0.5 * np.sin(2 * np.pi * i / count)))
-            y = (height - face_height) // 2 + int(20 * np.cos(2 * np.pi * i / count))
+            x = k * lane + int(span * (0.5 + 0.5 * np.sin(phase)))
+            y = (height - face_height) // 2 + int(20 * np.cos(phase))
             frame[y : y + face_height, x : x + photo.shape[1]] = photo
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()

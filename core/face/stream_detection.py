@@ -38,6 +38,7 @@ class StreamDetector:
         self._use_multi = False
         self._frame = 0
         self._lonely = 0
+        self._tracked = 0
 
     def close(self) -> None:
         for graph in (self._single, self._multi, self._finder):
@@ -56,6 +57,11 @@ class StreamDetector:
         self._choose_graph(rgb)
         graph = self._multi if self._use_multi else self._single
         result = graph.process(rgb)
+        if not result.multi_face_landmarks and self._tracked:
+            # Tracking lost a face that moved (its last box missed it): the graph detects on its next call, so
+            # that call is this frame's again rather than the next one's (no frame without the face).
+            result = graph.process(rgb)
+        self._tracked = len(result.multi_face_landmarks or [])
         self._frame += 1
         h, w = rgb.shape[:2]
         faces = []
