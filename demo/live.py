@@ -19,9 +19,10 @@ PREVIEW_SIDE = 480
 # Gradio encodes every returned frame: WEBP (its default) cost several times JPEG's on 640x480 frames
 # (`python -m core.bench live`: encode_ms).
 LIVE_FORMAT = "jpeg"
-# Stream handler calls processed at once; more streams queue. Set from `python -m core.bench streams`
-# (docs/limits.md): on 2 cores, more calls at once only share the same cores.
-STREAM_CONCURRENCY = 2
+# Stream handler calls processed at once; more streams queue. Set from `python -m core.bench streams
+# --concurrency N` (docs/limits.md): 8 served the most streams on 2 cores (a call spends much of its time
+# waiting for its MediaPipe graph's own threads, so fewer calls at once left the cores idle).
+STREAM_CONCURRENCY = 8
 # The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
 # beside it; the frames sent for analysis never are (left and right stay the person's own).
 MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
