@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,14 @@ class Recognizer:
                 if self._runtime == "auto" and not onnx_runtime.runtime_available():
                     self._runtime = "torch"
                     return None
-                path = onnx_runtime.ensure_onnx(self.net, self.weights_sha256)
-                self._onnx = onnx_runtime.OnnxRecognizer(path)
+                try:
+                    self._onnx = onnx_runtime.load_session(self.net, self.weights_sha256)
+                except OSError as error:  # e.g. a read-only cache: "auto" still answers, on torch
+                    if self._runtime == "onnx":
+                        raise
+                    warnings.warn(f"ONNX Runtime unavailable ({error}); the recognizer runs on torch", stacklevel=2)
+                    self._runtime = "torch"
+                    return None
         return self._onnx
 
     def save(self, path, extra: dict | None = None) -> None:

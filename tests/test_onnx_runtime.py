@@ -85,3 +85,26 @@ def test_in_memory_models_and_torch_requests_stay_on_torch(pair):
     assert Recognizer(onnx.net, onnx.device).runtime == "torch"  # e.g. a fine-tuned model: no file to derive from
     with pytest.raises(ValueError):
         Recognizer(onnx.net, onnx.device, runtime="tensorrt")
+
+
+def test_a_damaged_cache_file_is_exported_again(tmp_path, monkeypatch, fer_test):
+    from core import Recognizer
+
+    monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(tmp_path))
+    first = Recognizer.load(runtime="onnx")
+    expected = first.predict_crops(fer_test.images[:8])
+    (path,) = (tmp_path / "onnx").glob("*.onnx")
+    path.write_bytes(b"not an onnx file")
+    again = Recognizer.load(runtime="onnx")
+    np.testing.assert_allclose(again.predict_crops(fer_test.images[:8]), expected, atol=1e-6)
+    assert path.stat().st_size > 1000
+
+
+def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monkeypatch):
+    from core import Recognizer
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(blocker))
+    with pytest.warns(UserWarning, match="runs on torch"):
+        assert Recognizer.load().runtime == "torch"

@@ -141,6 +141,16 @@ class OnnxRecognizer:
         return p8, p7
 
 
+def load_session(net, weights_sha256: str, threads: int | None = None) -> OnnxRecognizer:
+    """A session on the cached export of these weights; a cache file that does not load is exported again."""
+    path = ensure_onnx(net, weights_sha256)
+    try:
+        return OnnxRecognizer(path, threads)
+    except Exception:  # onnxruntime raises its own types for a damaged file
+        path.unlink(missing_ok=True)
+        return OnnxRecognizer(ensure_onnx(net, weights_sha256), threads)
+
+
 def runtime_available() -> bool:
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
