@@ -5,7 +5,7 @@ session of its own, every 1/fps seconds. As gradio does, at most `concurrency` c
 stream's concurrency_limit) and the returned frame is encoded in the app's output format. A frame whose
 time comes while its stream's previous one is still pending is dropped, as a browser's is. N grows until
 the p95 of the per-frame time (from the frame's time to its encoded result) passes the limit or more than
-MAX_DROPPED of the frames are dropped.
+MAX_DROPPED of the frames (and more than one) are dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import numpy as np
 
 from core.benchmarks.common import webcam_frame
 
-MAX_DROPPED = 0.01  # one late frame in a hundred is tolerated: other processes share this machine
+# One late frame in a hundred is tolerated (and always one: a step with a single stream sends only 51), as
+# other processes share this machine and a single stall of theirs drops a frame.
+MAX_DROPPED = 0.01
 
 
 @dataclass
@@ -91,7 +93,7 @@ def run_streams(n: int, seconds: float, fps: float, concurrency: int, limit_ms: 
             "median_ms": round(float(np.median(times)), 1) if times else None,
             "handler_median_ms": round(float(np.median(handler)), 1),
             "frames": sent, "dropped": dropped, "dropped_share": round(dropped / max(1, total), 4),
-            "ok": bool(times) and float(np.percentile(times, 95)) <= limit_ms and dropped <= MAX_DROPPED * total,
+            "ok": bool(times) and float(np.percentile(times, 95)) <= limit_ms and dropped <= max(1.0, MAX_DROPPED * total),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
