@@ -25,5 +25,25 @@ class DatasetError(InputError):
     """A data directory or file that cannot be read as a labelled data set."""
 
 
+class VideoError(InputError):
+    """A video file that cannot be analysed (each reason has its subclass)."""
+
+
+class NotAVideoError(VideoError):
+    """The file is not a video container this app reads (MP4, MOV, WebM, MKV, AVI)."""
+
+
+class VideoDecodeError(VideoError):
+    """A video container whose frames cannot be decoded: truncated or corrupt."""
+
+
+class EmptyVideoError(VideoError):
+    """A video with no frame in it."""
+
+
+class VideoTooLargeError(VideoError):
+    """Past a documented limit: file size, duration or resolution."""
+
+
 class WeightsError(ExpressionLabError):
     """Missing, corrupt or tampered model weights."""

@@ -1,6 +1,7 @@
 """Recognizer evaluation command (the library is core/evaluation/recognition.py).
 
     python -m core.evaluate --data ../shared/data/fer2013plus --split test --json
+    python -m core.evaluate --data ../shared/data/fer2013plus --split test --json --no-mirror   # as live frames
 
 ferplus: images with a FER+ majority label (8 classes); fer2013: images with an original label
 (7 classes); clean_*: without the images whose pixels also occur in train (`dup_in_train`).
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--weights", default=None, help="a .safetensors file instead of the shipped weights")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "onnx", "torch"),
+                        help="auto: ONNX Runtime on CPU (what the app uses), else torch")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="one pass per face, as on live frames (default: averaged with the mirror image)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -33,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     from core.training.data import load_split
 
     data = load_split(args.data, args.split)
-    recognizer = Recognizer.load(path=args.weights, device=args.device)
-    ferplus_probs, fer2013_probs = recognizer.predict_crops_with_fer2013(data.images)
+    recognizer = Recognizer.load(path=args.weights, device=args.device, runtime=args.runtime)
+    mirror = not args.no_mirror
+    ferplus_probs, fer2013_probs = recognizer.predict_crops_with_fer2013(data.images, mirror=mirror)
     report = evaluate_predictions(data, ferplus_probs, fer2013_probs)
     report["split"] = args.split
     report["weights"] = recognizer.source
+    report["runtime"], report["mirror"] = recognizer.runtime, mirror
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 
 from core.labels import EXPRESSIONS
 from core.models.recognizer import RecognizerConfig, RecognizerNet, predict_probs
+
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass
@@ -33,25 +36,64 @@ class Recognizer:
         r.predict_crops(crops)         # uint8 [N, H, W] FER-framed grey crops -> float [N, 8]
     """
 
-    def __init__(self, net: RecognizerNet, device: torch.device, source: str = "memory"):
+    def __init__(self, net: RecognizerNet, device: torch.device, source: str = "memory",
+                 weights_sha256: str | None = None, runtime: str = "auto"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         self.net = net.to(device).to(memory_format=torch.channels_last).eval()
         self.device = device
         self.source = source
+        self.weights_sha256 = weights_sha256
+        self._runtime = runtime
+        self._onnx = None
         self._photo_detector = None
         self._detector_lock = threading.Lock()
+        self._runtime_lock = threading.Lock()
 
     @property
     def config(self) -> RecognizerConfig:
         return self.net.config
 
     @classmethod
-    def load(cls, name: str = "recognizer", path=None, device: str = "auto") -> Recognizer:
-        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes)."""
+    def load(cls, name: str = "recognizer", path=None, device: str = "auto", runtime: str = "auto") -> Recognizer:
+        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes).
+
+        runtime: "onnx" (ONNX Runtime, exported from these weights on first use), "torch", or "auto":
+        ONNX Runtime on CPU when it is installed, else torch.
+        """
         from core.checkpoint import load_recognizer
         from core.device import resolve_device
+        from core.weights import REGISTRY, sha256_of
 
         net, _ = load_recognizer(name, path)
-        return cls(net, resolve_device(device), source=str(path) if path else f"shipped:{name}")
+        sha = sha256_of(path) if path else REGISTRY[name].sha256  # the shipped file's sha was just checked
+        return cls(net, resolve_device(device), source=str(path) if path else f"shipped:{name}",
+                   weights_sha256=sha, runtime=runtime)
+
+    @property
+    def runtime(self) -> str:
+        """The runtime predictions run on: "onnx" or "torch"."""
+        return "onnx" if self._onnx_session() is not None else "torch"
+
+    def _onnx_session(self):
+        from core.models import onnx_runtime
+
+        if self._runtime == "torch" or self.weights_sha256 is None or self.device.type != "cpu":
+            return None
+        with self._runtime_lock:
+            if self._onnx is None:
+                if self._runtime == "auto" and not onnx_runtime.runtime_available():
+                    self._runtime = "torch"
+                    return None
+                try:
+                    self._onnx = onnx_runtime.load_session(self.net, self.weights_sha256)
+                except OSError as error:  # e.g. a read-only cache: "auto" still answers, on torch
+                    if self._runtime == "onnx":
+                        raise
+                    warnings.warn(f"ONNX Runtime unavailable ({error}); the recognizer runs on torch", stacklevel=2)
+                    self._runtime = "torch"
+                    return None
+        return self._onnx
 
     def save(self, path, extra: dict | None = None) -> None:
         """Write the network with its config, as load(path=...) reads it back."""
@@ -68,14 +110,15 @@ class Recognizer:
                 self._photo_detector = FaceDetector(mode="photo")
         return self._photo_detector
 
-    def predict_crops(self, crops) -> np.ndarray:
+    def predict_crops(self, crops, mirror: bool = True) -> np.ndarray:
         """Probabilities [N, 8] over EXPRESSIONS for uint8 [N, H, W] grey crops framed like FER2013.
 
-        Crops of another size are resized to the model's input size.
+        Crops of another size are resized to the model's input size. mirror averages each crop's
+        probabilities with those of its mirror image (twice the work; see docs/limits.md for what it buys).
         """
-        return self.predict_crops_with_fer2013(crops)[0]
+        return self.predict_crops_with_fer2013(crops, mirror)[0]
 
-    def predict_crops_with_fer2013(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_crops_with_fer2013(self, crops, mirror: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(FER+ probabilities [N, 8], FER2013 probabilities [N, 7] or None without that head)."""
         from core.errors import InputError
 
@@ -87,13 +130,19 @@ class Recognizer:
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise InputError("crops contain NaN or infinite values")
         array = _resize_crops(array, self.config.input_size)
-        p8, p7 = predict_probs(self.net, torch.from_numpy(array), self.device)
+        session = self._onnx_session()
+        if session is not None:
+            p8, p7 = session.run(array, mirror)
+            return p8, (p7 if p7.shape[1] else None)
+        p8, p7 = predict_probs(self.net, torch.from_numpy(array), self.device, flip_tta=mirror)
         return p8.numpy(), (p7.numpy() if p7 is not None else None)
 
-    def predict(self, image, detector=None) -> list[FacePrediction]:
+    def predict(self, image, detector=None, mirror: bool = False) -> list[FacePrediction]:
         """Every face in `image` (path, bytes, PIL image or array), largest first.
 
         `detector` overrides the photo detector, e.g. a FaceDetector(mode="video") per webcam stream.
+        mirror as in predict_crops; off by default: it is worth 0.1 point of FER+ accuracy (docs/limits.md)
+        for twice the recognizer's time.
         """
         from core.face.alignment import align_face
         from core.face.images import load_image, to_grey
@@ -104,7 +153,7 @@ class Recognizer:
             return []
         grey = to_grey(rgb)
         crops = np.stack([align_face(grey, face, self.config.input_size) for face in faces])
-        probs = self.predict_crops(crops)
+        probs = self.predict_crops(crops, mirror)
         return [
             FacePrediction(
                 box=face.box, landmarks=face.landmarks,

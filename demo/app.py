@@ -12,6 +12,7 @@ from core.training.ingest import MAX_TOTAL_BYTES
 from demo.finetune import build_finetune_tab
 from demo.live import MIRROR_CSS, build_live_tab, close_live_session
 from demo.synthesize import build_synthesize_tab
+from demo.video import build_video_tab, close_video_session
 
 TITLE = "ExpressionLab"
 QUEUE_MAX_SIZE = 64  # requests waiting at once; past it the app answers "queue is full" (HTTP 503)
@@ -60,9 +61,11 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nFacial expression recognition and synthesis, running locally on this machine.")
         with gr.Tabs():
             build_live_tab()
+            build_video_tab()
             synthesize = build_synthesize_tab()
             build_finetune_tab()
         demo.load(**synthesize, api_visibility="private")  # the Synthesize tab shows a face on arrival
         demo.unload(close_live_session)
+        demo.unload(close_video_session)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo

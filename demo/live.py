@@ -16,6 +16,13 @@ from demo.session_models import SESSION_MODELS, session_key
 STREAM_EVERY_S = 0.1
 STREAM_TIME_LIMIT_S = 600  # a stream is cut after 10 minutes; the user presses record again
 PREVIEW_SIDE = 480
+# Gradio encodes every returned frame: WEBP (its default) cost several times JPEG's on 640x480 frames
+# (`python -m core.bench live`: encode_ms).
+LIVE_FORMAT = "jpeg"
+# Stream handler calls processed at once; more streams queue. Set from `python -m core.bench streams
+# --concurrency N` (docs/limits.md): 8 served the most streams on 2 cores (a call spends much of its time
+# waiting for its MediaPipe graph's own threads, so fewer calls at once left the cores idle).
+STREAM_CONCURRENCY = 8
 # The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
 # beside it; the frames sent for analysis never are (left and right stay the person's own).
 MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
@@ -129,14 +136,15 @@ def build_live_tab() -> None:
                     mirror = gr.Checkbox(value=True, label="Mirror view (like a mirror; analysis is unaffected)")
                     mirror.change(None, inputs=mirror, js=MIRROR_JS, api_visibility="private")
                 with gr.Column():
-                    annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated")
+                    annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated",
+                                         format=LIVE_FORMAT)
                     probs = gr.Label(num_top_classes=8, label="Largest face", elem_id="live-probs")
                     status = gr.Markdown("Waiting for the camera…", elem_id="live-status")
                     with gr.Accordion("Action units of the largest face", open=False):
                         au_bars = gr.HTML(elem_id="live-aus")
             webcam.stream(
                 live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status, au_bars],
-                stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=4,
+                stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=STREAM_CONCURRENCY,
                 show_progress="hidden", api_visibility="private",
             )
         with gr.Tab("Photo", id="photo"):

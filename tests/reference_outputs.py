@@ -25,9 +25,10 @@ def compute(data_dir: str | Path) -> dict[str, np.ndarray]:
 
     photo = str(Path(matplotlib.get_data_path()) / "sample_data" / PHOTO)
     crops = load_split(data_dir, "test").images[:32]
-    r = Recognizer.load()
+    # The torch network with its mirror pass, as at 1ce73f5 (ONNX Runtime's parity: tests/test_onnx_runtime.py).
+    r = Recognizer.load(runtime="torch")
     p8, p7 = r.predict_crops_with_fer2013(crops)
-    faces = r.predict(photo)
+    faces = r.predict(photo, mirror=True)
     s = Synthesizer.load()
     return {
         "crops": crops, "rec_probs": r.predict_crops(crops), "rec_probs7": p7,

@@ -26,6 +26,49 @@ def webcam_frame(width: int = 640, height: int = 480) -> np.ndarray:
     return np.asarray(canvas).copy()
 
 
+def moving_face_frames(count: int = 16, width: int = 640, height: int = 480, face_height: int = 300,
+                       seed: int = 0) -> list[np.ndarray]:
+    """640x480 RGB frames with the real face photo at a new random place in each (nothing to track)."""
+    from PIL import Image
+
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    photo = photo.resize((round(photo.width * face_height / photo.height), face_height), Image.BILINEAR)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        canvas = Image.new("RGB", (width, height), (90, 90, 90))
+        canvas.paste(photo, (int(rng.integers(0, width - photo.width + 1)), int(rng.integers(0, height - face_height + 1))))
+        frames.append(np.asarray(canvas).copy())
+    return frames
+
+
+def write_face_video(path, seconds: float = 3.0, fps: float = 30.0, width: int = 640, height: int = 480,
+                     faces: int = 1, fourcc: str = "mp4v", speed_px_s: float = 150.0) -> Path:
+    """A test video made from the real face photo: `faces` copies gliding across a 640x480 frame, at most
+    speed_px_s pixels a second (a person moving in front of a camera)."""
+    import cv2
+    from PIL import Image
+
+    face_height = 260 if faces == 1 else 240
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    photo = np.asarray(photo.resize((round(photo.width * face_height / photo.height), face_height), Image.BILINEAR))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    count = max(1, round(seconds * fps))
+    lane = width // faces
+    span = max(0, lane - photo.shape[1])
+    period = max(seconds, np.pi * span / speed_px_s)  # the sine's top speed is pi * span / period
+    for i in range(count):
+        frame = np.full((height, width, 3), 90, np.uint8)
+        phase = 2 * np.pi * i / fps / period
+        for k in range(faces):
+            x = k * lane + int(span * (0.5 + 0.5 * np.sin(phase)))
+            y = (height - face_height) // 2 + int(20 * np.cos(phase))
+            frame[y : y + face_height, x : x + photo.shape[1]] = photo
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return Path(path)
+
+
 def stats(values_ms: list[float]) -> dict:
     a = np.asarray(values_ms)
     return {"median": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),

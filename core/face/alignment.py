@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.face.detection import NUM_LANDMARKS, DetectedFace, _quiet_mediapipe
+from core.face.detection import NUM_LANDMARKS, DetectedFace, quiet_mediapipe
 
 # Mesh points that move little with expression (eye corners, nose ridge, face sides, forehead):
 # a similarity fit to them places a face the way FER2013's crops are placed, whatever the expression.
@@ -114,7 +114,7 @@ def fer_crop_landmarks(images: np.ndarray, upscale: int = 2) -> np.ndarray:
     """
     import cv2
 
-    _quiet_mediapipe()
+    quiet_mediapipe()
     import mediapipe as mp
 
     n, h, w = images.shape

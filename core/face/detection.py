@@ -37,7 +37,7 @@ class DetectedFace:
         return bool(np.isfinite(self.landmarks).all())
 
 
-def _quiet_mediapipe() -> None:
+def quiet_mediapipe() -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,7 +47,7 @@ class FaceDetector:
 
     mode="photo": full-range detector, then the mesh fitted on each face's crop; MTCNN when
     MediaPipe finds nothing. mode="video": the mesh's own short-range detection and tracking over
-    consecutive frames of one stream (fast; no MTCNN).
+    consecutive frames of one stream (fast; no MTCNN; core/face/stream_detection.py).
     """
 
     def __init__(self, mode: str = "photo", max_faces: int = 10, min_confidence: float = 0.5, use_mtcnn: bool = True):
@@ -66,7 +66,7 @@ class FaceDetector:
     # -- graphs, built on first use
     def _graphs(self):
         if self._mesh is None:
-            _quiet_mediapipe()
+            quiet_mediapipe()
             import mediapipe as mp
 
             if self.mode == "photo":
@@ -81,10 +81,9 @@ class FaceDetector:
                     static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
                 )
             else:
-                self._mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=False, max_num_faces=self.max_faces, refine_landmarks=True,
-                    min_detection_confidence=self.min_confidence, min_tracking_confidence=0.5,
-                )
+                from core.face.stream_detection import StreamDetector
+
+                self._mesh = StreamDetector(self.max_faces, self.min_confidence)
         return self._detector, self._mesh
 
     def close(self) -> None:
@@ -103,14 +102,8 @@ class FaceDetector:
         return faces[: self.max_faces]
 
     def _detect_video(self, rgb: np.ndarray) -> list[DetectedFace]:
-        _, mesh = self._graphs()
-        result = mesh.process(rgb)
-        h, w = rgb.shape[:2]
-        faces = []
-        for landmarks in result.multi_face_landmarks or []:
-            points = _landmarks_to_pixels(landmarks, w, h)
-            faces.append(DetectedFace(_box_of(points), points, 1.0, "mesh"))
-        return faces
+        _, stream = self._graphs()
+        return stream.detect(rgb)
 
     def _detect_photo(self, rgb: np.ndarray) -> list[DetectedFace]:
         detector, _ = self._graphs()
@@ -147,7 +140,7 @@ class FaceDetector:
         result = mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
-        points = _landmarks_to_pixels(result.multi_face_landmarks[0], out, out)
+        points = landmarks_to_pixels(result.multi_face_landmarks[0], out, out)
         # back to image pixels (continuous coordinates; OpenCV's warp puts pixel centres at integers)
         points[:, :2] = (points[:, :2] - 0.5) / scale + 0.5
         points[:, 2] /= scale
@@ -177,11 +170,11 @@ class FaceDetector:
         return [(_clip_box(tuple(b), w, h), float(p)) for b, p in zip(boxes, probs) if p >= 0.9]
 
 
-def _landmarks_to_pixels(landmarks, width: int, height: int) -> np.ndarray:
+def landmarks_to_pixels(landmarks, width: int, height: int) -> np.ndarray:
     return np.array([(p.x * width, p.y * height, p.z * width) for p in landmarks.landmark], np.float32)
 
 
-def _box_of(points: np.ndarray) -> tuple[float, float, float, float]:
+def box_of(points: np.ndarray) -> tuple[float, float, float, float]:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
 
 

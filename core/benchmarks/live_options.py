@@ -1,0 +1,82 @@
+"""The measurements behind the live path's settings (python -m core.bench live-options).
+
+Each option the live path chose is timed beside its alternatives on the same 640x480 webcam frame: the mesh
+graph's face count, refined landmarks and frame size; the recognizer's runtime and threads; the returned
+frame's encoding. Medians in ms (docs/limits.md, "Live speed and capacity").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from core.benchmarks.common import webcam_frame
+
+
+def _median_ms(fn, repeats: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 2)
+
+
+def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
+    import cv2
+    import mediapipe as mp
+
+    half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    out = {}
+    for faces in (1, 4):
+        for refine in (True, False):
+            mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=faces,
+                                                   refine_landmarks=refine)
+            name = f"mesh_{faces}face{'_refined' if refine else ''}"
+            out[f"{name}_ms"] = _median_ms(lambda m=mesh: m.process(frame), repeats)
+            out[f"{name}_half_frame_ms"] = _median_ms(lambda m=mesh: m.process(half), repeats)
+            mesh.close()
+    finder = mp.solutions.face_detection.FaceDetection(model_selection=0)
+    out["short_range_detector_ms"] = _median_ms(lambda: finder.process(frame), repeats)
+    finder.close()
+    return out
+
+
+def _recognizer_options(crop: np.ndarray, repeats: int) -> dict:
+    from core import get_recognizer
+    from core.models.onnx_runtime import OnnxRecognizer, ensure_onnx
+    from core.recognizer import Recognizer
+
+    shipped = get_recognizer()
+    path = ensure_onnx(shipped.net, shipped.weights_sha256)
+    out = {}
+    for threads in (1, 2):
+        session = OnnxRecognizer(path, threads=threads)
+        out[f"onnx_{threads}thread_ms"] = _median_ms(lambda s=session: s.run(crop), repeats)
+        out[f"onnx_{threads}thread_mirror_ms"] = _median_ms(lambda s=session: s.run(crop, mirror=True), repeats)
+    eager = Recognizer(shipped.net, shipped.device, runtime="torch")
+    out["torch_ms"] = _median_ms(lambda: eager.predict_crops(crop, mirror=False), repeats)
+    out["torch_mirror_ms"] = _median_ms(lambda: eager.predict_crops(crop, mirror=True), repeats)
+    return out
+
+
+def bench_live_options(repeats: int = 100) -> dict:
+    import torch
+
+    from demo.render import encode_frame
+
+    frame = webcam_frame()
+    crop = np.ascontiguousarray(frame[100:148, 300:348, 0])[None]
+    return {
+        **_mesh_options(frame, repeats),
+        **_recognizer_options(crop, repeats),
+        "encode_jpeg_ms": _median_ms(lambda: encode_frame(frame, "jpeg"), repeats // 4),
+        "encode_webp_ms": _median_ms(lambda: encode_frame(frame, "webp"), repeats // 4),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
