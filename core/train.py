@@ -113,6 +113,11 @@ def _paths(parser: argparse.ArgumentParser, resume: bool = True) -> None:
     parser.add_argument("--device", default="auto")
 
 
+def _data_and_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.train")
     sub = parser.add_subparsers(dest="model", required=True)
@@ -137,16 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(run=_generator)
 
     a = sub.add_parser("au-regressor", help="train the CNN that reads mesh-measured AUs from pixels (G's AU critic)")
-    a.add_argument("--data", required=True)
-    a.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+    _data_and_cache(a)
     a.add_argument("--out", required=True, help="output .safetensors")
     a.add_argument("--device", default="auto")
     add_config_arguments(a, AURegressorTrainConfig)
     a.set_defaults(run=_au_regressor)
 
     m = sub.add_parser("motion", help="fit the motion model (how the mesh moves with each AU) for photo edits")
-    m.add_argument("--data", required=True)
-    m.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+    _data_and_cache(m)
     m.add_argument("--out", default="weights/motion.safetensors")
     add_config_arguments(m, MotionConfig)
     m.set_defaults(run=_motion)
