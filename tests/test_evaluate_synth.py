@@ -36,3 +36,16 @@ def test_per_seed_rho_sees_single_faces_that_do_not_move():
     rho = per_seed_rho(values, measured)
     assert rho[0] == pytest.approx(1.0) and rho[1] == 0.0
     assert np.isnan(per_seed_rho(values, np.full((4, 1), np.nan))[0])  # no mesh found: no verdict
+
+
+def test_the_two_sample_test_tells_different_sets_apart_and_not_the_same_one():
+    from core.evaluation.realism import two_sample_test
+
+    rng = np.random.default_rng(0)
+    smooth = np.clip(rng.normal(128, 20, (96, 1, 1)) + np.zeros((96, 24, 24)), 0, 255).astype(np.uint8)
+    noisy = rng.integers(0, 256, (96, 24, 24), dtype=np.uint8)
+    assert two_sample_test(smooth, noisy, seed=0, epochs=1, min_steps=40)["accuracy"] > 0.9
+    same = two_sample_test(noisy[:48], noisy[48:], seed=0, epochs=1, min_steps=40)
+    assert 0.25 <= same["accuracy"] <= 0.75 and same["held_out_per_set"] == 24
+    run = dict(seed=1, epochs=1, min_steps=2)
+    assert two_sample_test(noisy, smooth, **run) == two_sample_test(noisy, smooth, **run)  # deterministic

@@ -109,6 +109,10 @@ def embeddings(recognizer, crops: np.ndarray) -> np.ndarray:
 
 
 def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
+    """n generated faces (expressions uniform over the 8 classes at full strength, random people) against n real
+    test faces, beside n real train faces against the same test faces: the Frechet distance in the recognizer's
+    embedding and a classifier two-sample test's held-out accuracy (core/evaluation/realism.py)."""
+    from core.evaluation.realism import two_sample_test
     from core.training.data import load_split
 
     rng = np.random.default_rng(0)
@@ -116,26 +120,16 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     train = load_split(data, "train").images
     test = test[rng.choice(len(test), min(n, len(test)), replace=False)]
     train = train[rng.choice(len(train), n, replace=False)]
-    # Generated faces with the class mix of FER+ train.
-    classes = rng.choice(len(EXPRESSIONS), n, p=_train_class_mix(data))
-    generated = []
-    for k in range(len(EXPRESSIONS)):
-        count = int((classes == k).sum())
-        for start in range(0, count, 64):
-            generated += synth.generate(expression={EXPRESSIONS[k]: 1.0}, seed=40_000 + k * 1000 + start,
-                                        n=min(64, count - start))
+    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+    generated = [face for k, count in enumerate(counts) for start in range(0, count, 64)
+                 for face in synth.generate(expression={EXPRESSIONS[k]: 1.0}, seed=40_000 + k * 1000 + start,
+                                            n=min(64, count - start))]
     gen = np.stack(generated)
     e_test, e_train, e_gen = (embeddings(recognizer, x) for x in (test, train, gen))
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
-            "n": n, "features": "recognizer penultimate (embed) layer"}
-
-
-def _train_class_mix(data: str) -> np.ndarray:
-    from core.training.data import load_split
-
-    labels = load_split(data, "train").ferplus_label
-    counts = np.bincount(labels[labels >= 0], minlength=len(EXPRESSIONS)).astype(float)
-    return counts / counts.sum()
+            "two_sample": {"generated_vs_test": two_sample_test(gen, test, seed=0),
+                           "train_vs_test": two_sample_test(train, test, seed=0)},
+            "n": n, "classes": "uniform over the 8 expressions", "features": "recognizer penultimate (embed) layer"}
 
 
 # A dozen descriptions a user might type, each with the expression it asks for.
