@@ -22,6 +22,17 @@ def config_kwargs(cls, values: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+class SavedConfig:
+    """to_dict / from_dict for a config dataclass that is saved inside its weights (JSON metadata)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        return cls(**config_kwargs(cls, values))
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -23,10 +23,12 @@ from core.config import add_config_arguments, config_from_args
 from core.models.generator import GeneratorConfig
 from core.models.motion import MotionConfig
 from core.models.recognizer import RecognizerConfig
+from core.models.stylegen import StyleGenConfig
 from core.training.au_regressor import AURegressorTrainConfig
 from core.training.generator import GeneratorTrainConfig
 from core.training.joint import PSEUDO_LABEL_MODES, JointConfig
 from core.training.recognizer import RecognizerTrainConfig
+from core.training.stylegen import StyleTrainConfig
 
 # Model-config fields fixed by the data and the labels, not chosen on the command line.
 FIXED_MODEL_FIELDS = ("input_size", "image_size", "num_classes", "num_fer2013_classes", "num_expressions",
@@ -73,6 +75,21 @@ def _au_regressor(args: argparse.Namespace) -> int:
 
     result = train_au_regressor(args.data, args.au_cache, args.out,
                                 train_config=config_from_args(AURegressorTrainConfig, args), device=args.device)
+    sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
+def _stylegen(args: argparse.Namespace) -> int:
+    """The StyleGAN2-like generator of issue 15 (core/models/stylegen.py), trained or resumed in --out."""
+    from core.models.stylegen import StyleGenConfig
+    from core.training.stylegen import StyleTrainConfig, train
+
+    # On --resume the stored train config wins; a loss weight typed on this command line changes it mid-run.
+    typed = " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    overrides = tuple(name for name in ("recognizer_weight",) if "--" + name.replace("_", "-") in typed)
+    result = train(args.data, args.out, args.au_cache, config_from_args(StyleGenConfig, args),
+                   config_from_args(StyleTrainConfig, args), resume=args.resume, recognizer_path=args.recognizer,
+                   overrides=overrides)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
 
@@ -147,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     add_config_arguments(a, AURegressorTrainConfig)
     a.set_defaults(run=_au_regressor)
+
+    s = sub.add_parser("stylegen", help="train the StyleGAN2-like generator (issue 15, in progress; not shipped)")
+    _paths(s)
+    s.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
+    s.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
+    add_config_arguments(s, StyleGenConfig, exclude=FIXED_MODEL_FIELDS)
+    add_config_arguments(s, StyleTrainConfig)
+    s.set_defaults(run=_stylegen)
 
     m = sub.add_parser("motion", help="fit the motion model (how the mesh moves with each AU) for photo edits")
     _data_and_cache(m)

@@ -9,7 +9,6 @@ Losses are pure functions below; the trainer lives in core/training.py.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -17,14 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from core.config import config_kwargs
+from core.config import SavedConfig, config_kwargs
 from core.labels import AUS, EXPRESSIONS
 
 NEUTRAL = EXPRESSIONS.index("neutral")
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(SavedConfig):
     image_size: int = 48
     z_dim: int = 64
     g_channels: tuple[int, ...] = (192, 96, 48, 24)  # at 6, 12, 24, 48 px
@@ -40,9 +39,6 @@ class GeneratorConfig:
     @property
     def cond_dim(self) -> int:
         return self.num_expressions + 1 + self.num_aus
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:

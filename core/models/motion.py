@@ -16,14 +16,13 @@ so a face that already smiles hardly moves when it is asked to smile.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.config import config_kwargs
+from core.config import SavedConfig
 from core.errors import WeightsError
 from core.face.alignment import ALIGN_LANDMARKS
 from core.face.aus import frontalize, intensities_from_raw, load_calibration, raw_measurements, similarity_3d
@@ -36,7 +35,7 @@ KIND = "motion"
 
 
 @dataclass(frozen=True)
-class MotionConfig:
+class MotionConfig(SavedConfig):
     ridge: float = 10.0  # ridge penalty, in units of summed squared AU intensity
     calibrate_gain: bool = True  # rescale each AU's row to move its own measurement by its span
     max_gain: float = 3.0  # a row the fit got nearly flat is not blown up beyond this
@@ -44,12 +43,6 @@ class MotionConfig:
     # in the many faces labelled by a weak version of it), and only when the face is not there yet.
     target_quantile: float = 0.75
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> MotionConfig:
-        return cls(**config_kwargs(cls, values))
 
 
 def signed_au14(frontal: np.ndarray, au14: float) -> float:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_kwargs
+from core.config import SavedConfig
 from core.labels import EXPRESSIONS, FER2013_LABELS
 
 
 @dataclass(frozen=True)
-class RecognizerConfig:
+class RecognizerConfig(SavedConfig):
     """Everything needed to rebuild the network and pre-process its input; saved with the weights."""
 
     input_size: int = 48  # square grey crops in FER2013 framing
@@ -28,12 +27,6 @@ class RecognizerConfig:
     mean: float = 0.5
     std: float = 0.25
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RecognizerConfig:
-        return cls(**config_kwargs(cls, values))
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

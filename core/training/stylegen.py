@@ -1,0 +1,361 @@
+"""Training of the StyleGen generator (core/stylegen.py): library code behind core/stylegen_cli.py.
+
+One iteration: D step (logistic loss on augmented real and fake faces, projection of the condition,
+auxiliary expression / AU heads fitted on real faces), lazy R1 on reals every r1_every steps, G step
+(non-saturating loss, D's heads reading the requested condition, an optional recognizer hinge that
+only asks for the class to be read), EMA of G, and every e_every steps an E step that inverts the
+EMA generator without ever changing it. Every random draw comes from one torch.Generator that is
+saved in the checkpoint, so `resume` continues exactly.
+
+Run folder: log.jsonl, last.safetensors (all nets, optimizers, RNG; every checkpoint_minutes, atomic),
+generator.safetensors (EMA G + E, every export_minutes) with quick metrics appended to the log.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.labels import EXPRESSIONS
+from core.models import stylegen as sg
+from core.training.stylegen_losses import d_losses, e_losses, g_losses, r1_losses, total
+
+NEUTRAL = EXPRESSIONS.index("neutral")
+
+
+@dataclass
+class StyleTrainConfig:
+    steps: int = 100_000  # stop here (a resumed run may raise it)
+    batch_size: int = 32
+    lr: float = 0.0025
+    beta2: float = 0.99
+    r1_gamma: float = 0.1
+    r1_every: int = 16  # lazy regularisation (StyleGAN2): the penalty is scaled by the interval
+    ema_kimg: float = 5.0  # half-life of the EMA generator in thousands of images
+    ema_rampup: float = 0.05  # early on, the half-life is at most this share of the images seen
+    d_expression_weight: float = 1.0  # D's heads on real faces
+    d_au_weight: float = 10.0
+    g_expression_weight: float = 0.5  # D's heads reading fakes, for G
+    g_au_weight: float = 10.0
+    # hinge, zero once the recognizer reads the class at p >= 0.5; off: at 0.3 (steps 2000-2425) the faces
+    # collapsed to one per class and the Frechet distance rose from 11.8 to 17.5
+    recognizer_weight: float = 0.0
+    recognizer_start: int = 2000  # ... switched on after this step, when G draws faces
+    onehot_share: float = 0.5  # fake conditions: one-hot expression (the Synthesizer's) vs a real face's votes
+    au_perturb: float = 0.25  # share of fake conditions with some AUs re-drawn (teaches AU sliders)
+    shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
+    e_every: int = 4
+    e_batch: int = 32
+    e_cycle_weight: float = 1.0
+    e_rec_weight: float = 1.0
+    amp: bool = True  # bf16 autocast where fast (core.device.train_autocast); R1 stays float32
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    export_minutes: float = 17.0
+    metric_faces: int = 1000
+    log_every: int = 50
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Pools:
+    images: torch.Tensor  # uint8 [N, 48, 48]
+    targets: torch.Tensor  # [N, 8] FER+ vote distributions
+    aus: torch.Tensor  # [N, 17] measured (class-typical where no mesh)
+    au_known: torch.Tensor  # [N] bool
+    by_class: list[torch.Tensor]  # per class: rows with a measured mesh
+    class_aus: dict  # typical AUs per expression (the Synthesizer's default AU condition)
+
+
+def load_pools(data_dir, au_cache) -> Pools:
+    from core.face.aus import consistent_aus
+    from core.training.data import load_split
+    from core.training.generator import class_mean_aus, load_au_targets
+    from core.training.recognizer import trainable_index
+
+    full = load_split(data_dir, "train")
+    aus_full = load_au_targets(data_dir, "train", au_cache, full.images)  # the cache indexes the full split
+    keep = trainable_index(full)
+    train, aus_np = full.subset(keep), aus_full[keep]
+    labels = train.soft_targets.argmax(axis=1)
+    class_aus = class_mean_aus(aus_np, labels)
+    known = np.isfinite(aus_np[:, 0])
+    typical = consistent_aus(np.array([class_aus[EXPRESSIONS[k]] for k in labels], np.float32))
+    aus = torch.from_numpy(np.where(np.isfinite(aus_np), aus_np, typical)).float()
+    by_class = [torch.from_numpy(np.flatnonzero((labels == k) & known)) for k in range(len(EXPRESSIONS))]
+    by_class = [p if len(p) else torch.from_numpy(np.flatnonzero(labels == k)) for k, p in enumerate(by_class)]
+    return Pools(torch.from_numpy(train.images), torch.from_numpy(train.soft_targets), aus,
+                 torch.from_numpy(known), by_class, class_aus)
+
+
+def real_batch(pools: Pools, n: int, gen: torch.Generator):
+    """Real faces in G's range and their conditions (own votes, measured AUs)."""
+    from core.models.generator import condition_from_targets, to_generator_range
+
+    index = torch.randint(0, len(pools.images), (n,), generator=gen)
+    cond = condition_from_targets(pools.targets[index], pools.aus[index])
+    return to_generator_range(pools.images[index]), cond, pools.targets[index], pools.aus[index], pools.au_known[index]
+
+
+def fake_conditions(pools: Pools, n: int, gen: torch.Generator, tc: StyleTrainConfig) -> dict:
+    """Conditions for generated faces, classes uniform (so rare classes are learnt too).
+
+    Half are one-hot at a random intensity (what the Synthesizer asks for), half copy a real face's
+    votes; AUs come from a real face of the class, and on au_perturb of them some are re-drawn at
+    random so that G learns to follow an AU apart from its usual expression.
+    """
+    from core.face.aus import consistent_aus
+    from core.models.generator import condition_from_targets, make_condition
+
+    k = torch.randint(0, len(EXPRESSIONS), (n,), generator=gen)
+    rows = torch.stack([p[torch.randint(0, len(p), (1,), generator=gen)][0] for p in (pools.by_class[i] for i in k)])
+    aus = pools.aus[rows].clone()
+    perturbed = torch.rand(n, generator=gen) < tc.au_perturb
+    redraw = (torch.rand(n, aus.shape[1], generator=gen) < 0.3) & perturbed[:, None]
+    aus = consistent_aus(torch.where(redraw, torch.rand(aus.shape, generator=gen), aus))
+    onehot = torch.rand(n, generator=gen) < tc.onehot_share
+    full = torch.rand(n, generator=gen) < 0.5
+    intensity = torch.where(full, torch.ones(n), 0.3 + 0.7 * torch.rand(n, generator=gen))
+    cond = torch.where(onehot[:, None], make_condition(F.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus),
+                       condition_from_targets(pools.targets[rows], aus))
+    readable = onehot & ~perturbed & (intensity > 0.7)  # the recognizer hinge judges only these
+    return {"cond": cond, "classes": k, "perturbed": perturbed, "readable": readable}
+
+
+# ---------------------------------------------------------------- losses (dicts of named terms)
+
+
+def ema_beta(step: int, tc: StyleTrainConfig) -> float:
+    images = step * tc.batch_size
+    half_life = min(tc.ema_kimg * 1000, max(images * tc.ema_rampup, 1e-8))
+    return 0.5 ** (tc.batch_size / half_life)
+
+
+@torch.no_grad()
+def ema_update(ema, model, beta: float) -> None:
+    for a, b in zip(ema.parameters(), model.parameters()):
+        a.lerp_(b.detach(), 1.0 - beta)
+
+
+# ---------------------------------------------------------------- the trainer
+
+class Trainer:
+    def __init__(self, mc: sg.StyleGenConfig, tc: StyleTrainConfig, pools: Pools, recognizer=None):
+        torch.manual_seed(tc.seed)  # initial weights only; training draws use self.gen
+        self.mc, self.tc, self.pools = mc, tc, pools
+        self.g, self.d, self.e = sg.StyleGenerator(mc), sg.StyleDiscriminator(mc), sg.StyleEncoder(mc)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        self.recognizer = recognizer
+        betas = (0.0, tc.beta2)
+        # Lazy R1: Adam's betas and lr are corrected for the interval (StyleGAN2, appendix B).
+        ratio = tc.r1_every / (tc.r1_every + 1)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=tc.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=tc.lr * ratio, betas=(0.0, tc.beta2 ** ratio))
+        self.opt_e = torch.optim.Adam(self.e.parameters(), lr=tc.lr * 0.4, betas=(0.9, tc.beta2))
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        self.step = 0
+
+    def nets(self) -> dict:
+        return {"g": self.g, "d": self.d, "e": self.e, "g_ema": self.g_ema}
+
+    def optimizers(self) -> dict:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d, "opt_e": self.opt_e}
+
+    def train_step(self, amp) -> dict:
+        tc, gen = self.tc, self.gen
+        real, real_cond, targets, aus, known = real_batch(self.pools, tc.batch_size, gen)
+        info = fake_conditions(self.pools, tc.batch_size, gen, tc)
+        z = torch.randn(tc.batch_size, self.mc.z_dim, generator=gen)
+        with amp:
+            fake = self.g(z, info["cond"])  # one forward feeds both steps
+            d_terms = d_losses(self.d, real, real_cond, targets, aus, known, fake.detach(), info["cond"], info, gen, tc)
+        self.opt_d.zero_grad(set_to_none=True)
+        total(d_terms).backward()
+        self.opt_d.step()
+        if self.step % tc.r1_every == 0:
+            r1_terms = r1_losses(self.d, real, real_cond, tc)
+            self.opt_d.zero_grad(set_to_none=True)
+            total(r1_terms).backward()
+            self.opt_d.step()
+            d_terms.update(r1_terms)
+        self.d.requires_grad_(False)
+        with amp:
+            g_terms = g_losses(self.d, fake, info, gen, tc, self.step, self.recognizer)
+        self.opt_g.zero_grad(set_to_none=True)
+        total(g_terms).backward()
+        self.opt_g.step()
+        self.d.requires_grad_(True)
+        ema_update(self.g_ema, self.g, ema_beta(self.step, tc))
+        terms = {**d_terms, **g_terms}
+        if self.step % tc.e_every == 0:
+            terms.update(self.e_step(amp))
+        self.step += 1
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def e_step(self, amp) -> dict:
+        tc, gen = self.tc, self.gen
+        real, real_cond, _, _, _ = real_batch(self.pools, tc.e_batch // 2, gen)
+        info = fake_conditions(self.pools, tc.e_batch, gen, tc)
+        z = torch.randn(tc.e_batch, self.mc.z_dim, generator=gen)
+        with amp:
+            terms = e_losses(self.e, self.g_ema, z, info["cond"], real, real_cond, tc)
+        self.opt_e.zero_grad(set_to_none=True)
+        total(terms).backward()
+        self.opt_e.step()
+        return terms
+
+    # -- state
+    def state(self) -> tuple[dict, dict]:
+        from core.checkpoint import model_tensors
+        from core.training.run_folder import flatten_optimizer
+
+        tensors, meta = {}, {}
+        for name, net in self.nets().items():
+            tensors.update(model_tensors(name, net))
+        for name, opt in self.optimizers().items():
+            t, m = flatten_optimizer(opt)
+            tensors.update({f"{name}.{k}": v for k, v in t.items()})
+            meta[name] = m
+        tensors["rng"] = self.gen.get_state()
+        return tensors, {**meta, "step": self.step}
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        from core.checkpoint import strip_prefix
+        from core.training.run_folder import unflatten_optimizer
+
+        for name, net in self.nets().items():
+            net.load_state_dict(strip_prefix(tensors, name))
+        for name, opt in self.optimizers().items():
+            unflatten_optimizer(opt, strip_prefix(tensors, name), meta[name])
+        self.gen.set_state(tensors["rng"])
+        self.step = int(meta["step"])
+
+
+# ---------------------------------------------------------------- the run: checkpoints, exports, log
+
+def log_line(out: Path, record: dict) -> None:
+    import json
+
+    line = json.dumps(record)
+    print(line, flush=True)
+    with open(out / "log.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+def save_checkpoint(path: Path, trainer: Trainer) -> None:
+    from core.weights import FORMAT_VERSION, save_safetensors
+
+    tensors, meta = trainer.state()
+    save_safetensors(path, tensors, {"version": FORMAT_VERSION, "model_config": trainer.mc.to_dict(),
+                                     "train_config": asdict(trainer.tc), "class_aus": trainer.pools.class_aus, **meta})
+
+
+def export(path: Path, trainer: Trainer, extra: dict | None = None) -> None:
+    """Inference file: EMA G and E in float32, config and typical AUs as metadata (Synthesizer-ready)."""
+    from core.checkpoint import model_tensors
+    from core.weights import FORMAT_VERSION, save_safetensors
+
+    tensors = {**model_tensors("g", trainer.g_ema), **model_tensors("e", trainer.e)}
+    save_safetensors(path, tensors, {"kind": "generator", "version": FORMAT_VERSION, "config": trainer.mc.to_dict(),
+                                     "class_aus": trainer.pools.class_aus, "step": trainer.step,
+                                     "train_config": asdict(trainer.tc), **(extra or {})})
+
+
+def restore(out: Path, mc: sg.StyleGenConfig, tc: StyleTrainConfig, resume: bool, overrides: tuple = ()):
+    """Configs and state of OUT/last.safetensors on resume: the stored train config wins, except
+    `steps` and the fields named in overrides (a deliberate change of a loss weight mid-run)."""
+    from core.weights import read_safetensors
+
+    last = out / "last.safetensors"
+    if not (resume and last.is_file()):
+        return mc, tc, None, None
+    tensors, meta = read_safetensors(last)
+    stored = {**meta["train_config"], **{k: getattr(tc, k) for k in ("steps", *overrides)}}
+    return sg.StyleGenConfig.from_dict(meta["model_config"]), StyleTrainConfig(**stored), tensors, meta
+
+
+def load_recognizer_net(path=None):
+    from core.recognizer import Recognizer
+
+    recognizer = Recognizer.load(path=path, device="cpu") if path else Recognizer.load(device="cpu")
+    recognizer.net.eval().requires_grad_(False)
+    return recognizer
+
+
+def train(data_dir, out_dir, au_cache=None, model_config: sg.StyleGenConfig | None = None,
+          train_config: StyleTrainConfig | None = None, resume: bool = False, recognizer_path=None,
+          metrics: bool = True, overrides: tuple = ()) -> dict:
+    """Train or resume; returns {"step": ..., "seconds": ...}. Stops at train_config.steps.
+    overrides: train-config fields that train_config changes on resume (see restore)."""
+    from core.device import bf16_is_fast, train_autocast
+    from core.training.stylegen_monitor import QuickMetrics
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mc, tc, state, meta = restore(out, model_config or sg.StyleGenConfig(), train_config or StyleTrainConfig(), resume,
+                                  overrides)
+    pools = load_pools(data_dir, au_cache)
+    recognizer = load_recognizer_net(recognizer_path)
+    trainer = Trainer(mc, tc, pools, recognizer.net)
+    if state is not None:
+        trainer.load_state(state, meta)
+    amp = train_autocast(torch.device("cpu"), tc.amp)
+    log_line(out, {"event": "start", "step": trainer.step, "resumed": state is not None, "train": len(pools.images),
+                   **{k: getattr(tc, k) for k in overrides},
+                   "params_g": sg.parameter_count(trainer.g), "params_d": sg.parameter_count(trainer.d),
+                   "params_e": sg.parameter_count(trainer.e), "threads": torch.get_num_threads(),
+                   "bf16": tc.amp and bf16_is_fast(torch.device("cpu")), "time": time.strftime("%H:%M:%S")})
+    quick = QuickMetrics(data_dir, recognizer, tc.metric_faces) if metrics else None
+    started = last_save = last_export = time.time()
+    running, first = {}, trainer.step
+    stop = _stop_on_sigterm()
+    while trainer.step < tc.steps and not stop:
+        for k, v in trainer.train_step(amp).items():
+            running.setdefault(k, []).append(v)
+        if trainer.step % tc.log_every == 0:
+            elapsed = time.time() - started
+            log_line(out, {"event": "step", "step": trainer.step, **{k: round(float(np.mean(v)), 4)
+                                                                      for k, v in running.items()},
+                           "steps_per_s": round((trainer.step - first) / elapsed, 3), "elapsed_s": round(elapsed)})
+            running = {}
+        if time.time() - last_save > tc.checkpoint_minutes * 60:
+            save_checkpoint(out / "last.safetensors", trainer)
+            last_save = time.time()
+        if time.time() - last_export > tc.export_minutes * 60:
+            export_and_measure(out, trainer, quick)
+            last_export = time.time()
+    save_checkpoint(out / "last.safetensors", trainer)
+    export_and_measure(out, trainer, quick)
+    return {"step": trainer.step, "seconds": round(time.time() - started, 1)}
+
+
+def _stop_on_sigterm() -> list:
+    """A list that becomes non-empty on SIGTERM: the loop then ends with a checkpoint, not mid-step."""
+    import signal
+    import threading
+
+    flag: list = []
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: flag.append(True))
+    return flag
+
+
+def export_and_measure(out: Path, trainer: Trainer, quick) -> None:
+    export(out / "generator.safetensors", trainer)
+    if quick is None:
+        return
+    record = {"event": "metrics", "step": trainer.step, **quick(trainer)}
+    export(out / "generator.safetensors", trainer, {"quick_metrics": record})
+    log_line(out, record)
+    from core.synthesizer import Synthesizer
+    from core.training.stylegen_monitor import sample_grid
+
+    synth = Synthesizer(trainer.g_ema, trainer.e, trainer.pools.class_aus, torch.device("cpu"))
+    sample_grid(out / f"sample_{trainer.step:06d}.png", synth)

@@ -1,0 +1,61 @@
+"""StyleGen's training losses as named terms (D, R1, G, E) and their sum."""
+
+from __future__ import annotations
+
+import torch
+
+from core.labels import EXPRESSIONS
+from core.models import stylegen as sg
+
+
+def d_losses(d, real, real_cond, targets, aus, au_known, fake, fake_cond, fake_info, gen, tc) -> dict:
+    real_logit, real_expr, real_au = d(sg.augment_pair(real, gen, tc.shift), real_cond)
+    fake_logit, _, _ = d(sg.augment_pair(fake, gen, tc.shift), fake_cond, project=~fake_info["perturbed"])
+    terms = {"d_adv": sg.d_logistic(real_logit, fake_logit),
+             "d_expression": tc.d_expression_weight * sg.soft_ce(real_expr, targets)}
+    if bool(au_known.any()):
+        terms["d_au"] = tc.d_au_weight * sg.au_loss(real_au[au_known], aus[au_known])
+    return terms
+
+
+def r1_losses(d, real, real_cond, tc) -> dict:
+    real = real.detach().requires_grad_(True)
+    logit, _, _ = d(real, real_cond)  # no augmentation, float32: the penalty is on the data itself
+    return {"r1": 0.5 * tc.r1_gamma * tc.r1_every * sg.r1_penalty(real, logit)}
+
+
+def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
+    cond, keep = info["cond"], ~info["perturbed"]
+    logit, expr, au = d(sg.augment_pair(fake, gen, tc.shift), cond, project=keep)
+    n_expr = len(EXPRESSIONS)
+    terms = {"g_adv": sg.g_nonsaturating(logit), "g_au": tc.g_au_weight * sg.au_loss(au, cond[:, n_expr + 1:])}
+    if bool(keep.any()):  # re-drawn AUs may contradict the class: only the AU head judges those faces
+        terms["g_expression"] = tc.g_expression_weight * sg.expression_loss(expr[keep], cond[keep, :n_expr])
+    readable = info["readable"]
+    if recognizer is not None and tc.recognizer_weight > 0 and step >= tc.recognizer_start and bool(readable.any()):
+        from core.models.generator import random_shift_flip
+
+        cfg = recognizer.config
+        x = (random_shift_flip(fake[readable], gen) + 1) / 2
+        logits, _ = recognizer((x - cfg.mean) / cfg.std)
+        terms["g_recognizer"] = tc.recognizer_weight * sg.recognizer_hinge(logits, info["classes"][readable])
+    return terms
+
+
+def e_losses(e, g_ema, z_prior, fake_cond, real, real_cond, tc) -> dict:
+    """E inverts the (frozen) EMA generator: the codes of its faces back, and real faces redrawn.
+
+    The cycle is compared in w (after G's mapping), not in z: directions of z that G ignores
+    cannot be read off a face, and an L1 in z stays stuck at predicting their mean.
+    """
+    with torch.no_grad():
+        fake = g_ema(z_prior, fake_cond)
+        w_true = g_ema.mapping(z_prior, fake_cond)
+    rec = g_ema(e(real), real_cond)  # gradients reach E only: g_ema's parameters are frozen
+    return {"e_cycle": tc.e_cycle_weight * sg.latent_cycle(g_ema.mapping(e(fake), fake_cond), w_true),
+            "e_rec": tc.e_rec_weight * sg.reconstruction(rec, real)}
+
+
+def total(terms: dict) -> torch.Tensor:
+    return sum(terms.values())
+
