@@ -187,13 +187,17 @@ def _trunk(channels: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def _last_side(config: StyleGenConfig, channels: tuple[int, ...]) -> int:
+    """The trunk's last feature map side: the image halved once per stage after the first."""
+    return config.image_size // 2 ** (len(channels) - 1)
+
+
 class StyleDiscriminator(nn.Module):
     """D(x, cond) -> (realism logit [N], expression logits [N, 8], AU intensities [N, 17])."""
 
     def __init__(self, config: StyleGenConfig):
         super().__init__()
-        c = config.d_channels
-        side = config.image_size // 2 ** (len(c) - 1)
+        c, side = config.d_channels, _last_side(config, config.d_channels)
         self.trunk = _trunk(c)
         self.final_conv = EqConv2d(c[-1] + 1, c[-1], 3)
         self.fc = EqLinear(c[-1] * side * side, c[-1], act=True)
@@ -225,8 +229,7 @@ class StyleEncoder(nn.Module):
 
     def __init__(self, config: StyleGenConfig):
         super().__init__()
-        c = config.e_channels
-        side = config.image_size // 2 ** (len(c) - 1)
+        c, side = config.e_channels, _last_side(config, config.e_channels)
         self.trunk = _trunk(c)
         self.to_z = EqLinear(c[-1] * side * side, config.z_dim)
 
