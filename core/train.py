@@ -14,6 +14,7 @@ with the dataclass's default: `python -m core.train MODEL --help` lists them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,9 +88,14 @@ def _stylegen(args: argparse.Namespace) -> int:
     # On --resume the stored train config wins; a loss weight typed on this command line changes it mid-run.
     typed = " ".join(sys.argv[1:] if args.argv is None else args.argv)
     overrides = tuple(name for name in ("recognizer_weight",) if "--" + name.replace("_", "-") in typed)
-    result = train(args.data, args.out, args.au_cache, config_from_args(StyleGenConfig, args),
-                   config_from_args(StyleTrainConfig, args), resume=args.resume, recognizer_path=args.recognizer,
-                   overrides=overrides)
+    model, config = config_from_args(StyleGenConfig, args), config_from_args(StyleTrainConfig, args)
+    if args.init:  # the warm start's own configs, but for the steps and the weights typed here
+        from core.training.stylegen import warm_start_configs
+
+        model, stored = warm_start_configs(args.init)
+        config = dataclasses.replace(stored, **{k: getattr(config, k) for k in ("steps", *overrides)})
+    result = train(args.data, args.out, args.au_cache, model, config, resume=args.resume,
+                   recognizer_path=args.recognizer, overrides=overrides, init=args.init)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
 
@@ -169,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _paths(s)
     s.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
     s.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")
+    s.add_argument("--init", default=None, help="begin from a committed warm start (weights/wip/), not from scratch")
     add_config_arguments(s, StyleGenConfig, exclude=FIXED_MODEL_FIELDS)
     add_config_arguments(s, StyleTrainConfig)
     s.set_defaults(run=_stylegen)

@@ -228,3 +228,17 @@ def test_resume_may_change_only_named_fields(tmp_path):
     assert (kept.steps, kept.recognizer_weight, kept.lr) == (9, 0.3, tc.lr)
     _, changed, _, _ = st.restore(tmp_path, mc, asked, resume=True, overrides=("recognizer_weight",))
     assert (changed.steps, changed.recognizer_weight, changed.lr) == (9, 0.0, tc.lr)
+
+
+def test_a_warm_start_is_small_and_continues_the_run(tmp_path):
+    trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
+    trainer.step = 7
+    st.export_warm_start(tmp_path / "warm.safetensors", trainer)
+    fresh = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
+    st.load_warm_start(fresh, tmp_path / "warm.safetensors")
+    assert fresh.step == 7
+    for a, b in ((fresh.g, trainer.g_ema), (fresh.g_ema, trainer.g_ema), (fresh.d, trainer.d), (fresh.e, trainer.e)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(x, y.half().float()), name  # half precision, as stored
+    model, config = st.warm_start_configs(tmp_path / "warm.safetensors")
+    assert model == TINY and config == TINY_TRAIN

@@ -268,6 +268,42 @@ def export(path: Path, trainer: Trainer, extra: dict | None = None) -> None:
                                      "train_config": asdict(trainer.tc), **(extra or {})})
 
 
+WARM_START_KIND = "stylegen_warm_start"
+
+
+def export_warm_start(path: Path, trainer: Trainer) -> None:
+    """A run's state small enough to commit (< 10 MB): EMA G, D and E in half precision, the step and configs;
+    no optimizer state. `train(init=path)` continues from it (G restarts from its EMA, optimizers fresh)."""
+    from core.weights import FORMAT_VERSION, save_safetensors
+
+    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
+    tensors = {f"{name}.{k}": v.half() if v.is_floating_point() else v
+               for name, net in nets.items() for k, v in net.state_dict().items()}
+    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION,
+                                     "model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
+                                     "class_aus": trainer.pools.class_aus, "step": trainer.step})
+
+
+def load_warm_start(trainer: Trainer, path) -> None:
+    from core.checkpoint import strip_prefix
+    from core.errors import WeightsError
+    from core.weights import read_safetensors
+
+    tensors, meta = read_safetensors(path)
+    if meta.get("kind") != WARM_START_KIND:
+        raise WeightsError(f"{path} is not a StyleGen warm start")
+    for name, net in (("g_ema", trainer.g), ("g_ema", trainer.g_ema), ("d", trainer.d), ("e", trainer.e)):
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in strip_prefix(tensors, name).items()})
+    trainer.step = int(meta["step"])  # the EMA ramp and the recognizer's start go on from there
+
+
+def warm_start_configs(path) -> tuple[sg.StyleGenConfig, StyleTrainConfig]:
+    from core.weights import read_safetensors
+
+    _, meta = read_safetensors(path)
+    return sg.StyleGenConfig.from_dict(meta["model_config"]), StyleTrainConfig(**meta["train_config"])
+
+
 def restore(out: Path, mc: sg.StyleGenConfig, tc: StyleTrainConfig, resume: bool, overrides: tuple = ()):
     """Configs and state of OUT/last.safetensors on resume: the stored train config wins, except
     `steps` and the fields named in overrides (a deliberate change of a loss weight mid-run)."""
@@ -291,9 +327,10 @@ def load_recognizer_net(path=None):
 
 def train(data_dir, out_dir, au_cache=None, model_config: sg.StyleGenConfig | None = None,
           train_config: StyleTrainConfig | None = None, resume: bool = False, recognizer_path=None,
-          metrics: bool = True, overrides: tuple = ()) -> dict:
+          metrics: bool = True, overrides: tuple = (), init=None) -> dict:
     """Train or resume; returns {"step": ..., "seconds": ...}. Stops at train_config.steps.
-    overrides: train-config fields that train_config changes on resume (see restore)."""
+    overrides: train-config fields that train_config changes on resume (see restore).
+    init: a warm start (export_warm_start) to begin from when OUT holds no checkpoint to resume."""
     from core.device import bf16_is_fast, train_autocast
     from core.training.stylegen_monitor import QuickMetrics
 
@@ -306,6 +343,8 @@ def train(data_dir, out_dir, au_cache=None, model_config: sg.StyleGenConfig | No
     trainer = Trainer(mc, tc, pools, recognizer.net)
     if state is not None:
         trainer.load_state(state, meta)
+    elif init is not None:
+        load_warm_start(trainer, init)
     amp = train_autocast(torch.device("cpu"), tc.amp)
     log_line(out, {"event": "start", "step": trainer.step, "resumed": state is not None, "train": len(pools.images),
                    **{k: getattr(tc, k) for k in overrides},
