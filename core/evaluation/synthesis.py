@@ -108,6 +108,16 @@ def embeddings(recognizer, crops: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def uniform_faces(synth, n: int, base_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n new faces, expressions uniform over the 8 classes at full strength, new people (seed base_seed + 1000 k
+    + start for class k): uint8 faces [n, H, W] and their requested classes [n]."""
+    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+    faces = [face for k, count in enumerate(counts) for start in range(0, count, 64)
+             for face in synth.generate({EXPRESSIONS[k]: 1.0}, seed=base_seed + k * 1000 + start,
+                                        n=min(64, count - start))]
+    return np.stack(faces), np.repeat(np.arange(len(EXPRESSIONS)), counts)
+
+
 def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     """n generated faces (expressions uniform over the 8 classes at full strength, random people) against n real
     test faces, beside n real train faces against the same test faces: the Frechet distance in the recognizer's
@@ -120,11 +130,7 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     train = load_split(data, "train").images
     test = test[rng.choice(len(test), min(n, len(test)), replace=False)]
     train = train[rng.choice(len(train), n, replace=False)]
-    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
-    generated = [face for k, count in enumerate(counts) for start in range(0, count, 64)
-                 for face in synth.generate(expression={EXPRESSIONS[k]: 1.0}, seed=40_000 + k * 1000 + start,
-                                            n=min(64, count - start))]
-    gen = np.stack(generated)
+    gen, _ = uniform_faces(synth, n, base_seed=40_000)
     e_test, e_train, e_gen = (embeddings(recognizer, x) for x in (test, train, gen))
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
             "two_sample": {"generated_vs_test": two_sample_test(gen, test, seed=0),

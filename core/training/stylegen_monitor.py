@@ -12,15 +12,10 @@ from core.labels import EXPRESSIONS
 
 
 def generate_uniform(synth, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n new faces, expressions uniform over the 8 classes at full strength, random people: uint8 faces [n, H, W]
-    and their requested classes [n]."""
-    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
-    faces, classes = [], []
-    for k, (name, count) in enumerate(zip(EXPRESSIONS, counts)):
-        for start in range(0, count, 64):
-            faces += synth.generate({name: 1.0}, seed=seed * 100_000 + k * 1000 + start, n=min(64, count - start))
-        classes += [k] * count
-    return np.stack(faces), np.array(classes)
+    """n new faces, classes uniform (core.evaluation.synthesis.uniform_faces), from seed block `seed`."""
+    from core.evaluation.synthesis import uniform_faces
+
+    return uniform_faces(synth, n, base_seed=seed * 100_000)
 
 
 def frechet(a: np.ndarray, b: np.ndarray, recognizer=None) -> float:
