@@ -218,6 +218,15 @@ class Synthesizer:
         check_guidance(guidance)
         return self._photo_editor().edit(image, expression, aus, intensity, faces, APPEARANCE, guidance)
 
+    def edit_series(self, image, expression=None, aus=None, intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+                    guidance: float = 0.0, faces: str = "largest") -> list[np.ndarray]:
+        """edit() at each intensity (neutral -> target), the photo's faces detected once: uint8 [H, W, 3] each."""
+        from core.synthesis.photo_edit import APPEARANCE
+
+        check_guidance(guidance)
+        results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, APPEARANCE, guidance)
+        return [result.image for result in results]
+
     def edit_crop(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0
                   ) -> np.ndarray:
         """The largest face of a photo redrawn by the generator as a 48-px grey crop in FER framing (the

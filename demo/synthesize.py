@@ -107,15 +107,12 @@ def _face_strip(synthesizer, rgb: np.ndarray, box, expression, aus, guidance: fl
     x0, y0, x1, y1 = (v * scale for v in box)
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.65 * max(x1 - x0, y1 - y0)
     top, left = max(0, int(cy - half)), max(0, int(cx - half))
-    frames = []
-    for s in np.linspace(0, 1, MORPH_STEPS):
-        try:
-            frame = synthesizer.edit(small, expression, aus, float(s), guidance)
-        except InputError:  # the small copy lost the face: show it as it is
-            frame = small
-        face = frame[top : int(cy + half), left : int(cx + half)]
-        frames.append(np.asarray(_resize(face, 96)))
-    return np.concatenate(frames, axis=1)
+    try:  # one detection for the whole strip
+        edits = synthesizer.edit_series(small, expression, aus, np.linspace(0, 1, MORPH_STEPS), guidance)
+    except InputError:  # the small copy lost the face: show it as it is
+        edits = [small] * MORPH_STEPS
+    faces = [frame[top : int(cy + half), left : int(cx + half)] for frame in edits]
+    return np.concatenate([_resize(face, 96) for face in faces], axis=1)
 
 
 def _resize(rgb: np.ndarray, side: int) -> np.ndarray:

@@ -148,3 +148,14 @@ def test_all_faces_edits_each_face(editor, photo):
         assert (result.image[:, side] != pair[:, side]).any()
     only = editor.edit(pair, expression="happiness")  # the largest face only
     assert len(only.faces) == 1
+
+
+def test_edit_series_detects_once_and_matches_single_edits(editor, photo, monkeypatch):
+    calls = []
+    detect = editor.detector.detect
+    monkeypatch.setattr(editor.detector, "detect", lambda rgb: calls.append(1) or detect(rgb))
+    series = editor.edit_series(photo, [0.0, 0.5, 1.0], expression="surprise")
+    assert len(calls) == 1 and len(series) == 3
+    assert np.array_equal(series[2].image, editor.edit(photo, expression="surprise", intensity=1.0).image)
+    change = [np.abs(r.image.astype(int) - photo).mean() for r in series]
+    assert change[0] < change[1] < change[2]  # neutral -> target: the photo moves further at each step

@@ -151,16 +151,26 @@ class PhotoEditor:
 
     def edit(self, image, expression=None, aus=None, intensity: float = 1.0, faces: str = "largest",
              appearance: float = APPEARANCE, guidance: float = GUIDANCE) -> EditResult:
+        request = parse_request(expression, aus, intensity, appearance, guidance)
+        return self.edit_detected(*self._detect(image, faces), request)
+
+    def edit_series(self, image, intensities, expression=None, aus=None, faces: str = "largest",
+                    appearance: float = APPEARANCE, guidance: float = GUIDANCE) -> list[EditResult]:
+        """The same edit at each intensity, the faces detected once (the tab's neutral -> target strip)."""
+        requests = [parse_request(expression, aus, float(s), appearance, guidance) for s in intensities]
+        rgb, found = self._detect(image, faces)
+        return [self.edit_detected(rgb, found, request) for request in requests]
+
+    def _detect(self, image, faces: str) -> tuple[np.ndarray, list]:
         from core.face.images import load_image
 
         if faces not in ("largest", "all"):
             raise InputError(f"faces must be 'largest' or 'all', not {faces!r}")
-        request = parse_request(expression, aus, intensity, appearance, guidance)
         rgb = load_image(image)
         found = self.detector.detect(rgb)
         if not found:
             raise NoFaceError("no face was found in the image to edit")
-        return self.edit_detected(rgb, found if faces == "all" else found[:1], request)
+        return rgb, found if faces == "all" else found[:1]
 
     def edit_detected(self, rgb: np.ndarray, found: list, request: Request) -> EditResult:
         """Edit the given detected faces of an RGB uint8 image (callers that detected already)."""
