@@ -224,13 +224,12 @@ class PhotoEditor:
         """The recognizer's reading of the face as it is: the generator's source condition."""
         from core.face.alignment import alignment_matrix, warp_grey
         from core.face.images import to_grey
-        from core.models.recognizer import predict_probs
 
         size = self.recognizer.config.input_size
         crop = warp_grey(to_grey(rgb), alignment_matrix(landmarks, size), size)
-        # one pass, no mirror: a condition for the generator, not a reported reading
-        probs, _ = predict_probs(self.recognizer.net, crop[None], self.recognizer.device, flip_tta=False)
-        return probs[0].numpy().astype(np.float64)
+        # one pass, no mirror: a condition for the generator, not a reported reading (the runtime the
+        # live path uses: ONNX Runtime when present)
+        return self.recognizer.predict_crops(crop[None], mirror=False)[0].astype(np.float64)
 
     def _appearance(self, warped: np.ndarray, region, meshes, mask: np.ndarray, source, target,
                     strength: float, guide) -> np.ndarray:
