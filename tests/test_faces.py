@@ -50,6 +50,24 @@ def test_grace_hopper_one_face_with_478_landmarks_in_image_pixels(grace_hopper):
 
 
 @pytest.mark.integration
+def test_landmarks_read_from_the_wire_bytes_equal_the_field_by_field_reading(grace_hopper):
+    import mediapipe as mp
+
+    from core.face.detection import landmarks_to_pixels
+
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        landmarks = mesh.process(rgb).multi_face_landmarks[0]
+    h, w = rgb.shape[:2]
+    slow = np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks.landmark], np.float32)
+    fast = landmarks_to_pixels(landmarks, w, h)
+    assert fast.dtype == np.float32 and fast.shape == (478, 3)
+    np.testing.assert_array_equal(fast, slow)
+    landmarks.landmark[5].visibility = 0.5  # another wire layout: the field-by-field path answers
+    np.testing.assert_array_equal(landmarks_to_pixels(landmarks, w, h), slow)
+
+
+@pytest.mark.integration
 def test_close_up_faces_are_found_without_mtcnn(fer_test):
     """A face filling most of the picture (the full-range model misses many) is found by MediaPipe."""
     detector = FaceDetector("photo", use_mtcnn=False)
