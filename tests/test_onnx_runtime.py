@@ -109,7 +109,7 @@ def test_weights_without_measured_ranges_run_the_float_graph(tmp_path, monkeypat
     other = "0" * 64  # e.g. a retrained file given with --weights
     assert Recognizer(onnx.net, onnx.device, weights_sha256=other).runtime == "onnx"
     with pytest.raises(WeightsError, match="no int8 activation ranges"):
-        Recognizer(onnx.net, onnx.device, weights_sha256=other, runtime="onnx-int8").runtime
+        Recognizer(onnx.net, onnx.device, weights_sha256=other, runtime="onnx-int8").predict_crops(np.zeros((1, 48, 48), np.uint8))
 
 
 def test_fold_batch_norm_keeps_the_function():
