@@ -102,6 +102,12 @@ class Recognizer:
                     raise
                 warnings.warn(f"ONNX Runtime unavailable ({error}); the recognizer runs on torch", stacklevel=3)
                 break
+            except Exception as error:  # the quantizer failing (another onnxruntime?): "auto" takes the float graph
+                if requested != "auto" or not int8:
+                    raise
+                warnings.warn(f"the int8 graph could not be made ({error!r}); the recognizer runs in float",
+                              stacklevel=3)
+                continue
             if session is not None:
                 self._runtime = runtime
                 return session

@@ -162,3 +162,21 @@ def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monke
     monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(blocker))
     with pytest.warns(UserWarning, match="runs on torch"):
         assert Recognizer.load().runtime == "torch"
+
+
+def test_auto_takes_the_float_graph_when_the_int8_graph_cannot_be_made(tmp_path, monkeypatch, pair):
+    from core.models import quantization
+    from core.recognizer import Recognizer
+
+    monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a quantizer that fails")
+
+    monkeypatch.setattr(quantization, "_quantize", broken)
+    onnx, _, _ = pair
+    sha = onnx.weights_sha256
+    with pytest.warns(UserWarning, match="runs in float"):
+        assert Recognizer(onnx.net, onnx.device, weights_sha256=sha).runtime == "onnx"
+    with pytest.raises(RuntimeError):
+        Recognizer(onnx.net, onnx.device, weights_sha256=sha, runtime="onnx-int8").predict_crops(np.zeros((1, 48, 48), np.uint8))
