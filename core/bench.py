@@ -3,6 +3,7 @@
     python -m core.bench live --json    # live_frame_ms (tracked stream) and photo_frame_ms, with stage times
     python -m core.bench streams --json  # webcam sessions at 10 frames/s one process serves (p95 <= 100 ms)
     python -m core.bench live-options --json  # the live path's settings timed beside their alternatives
+    python -m core.bench photo-mesh --json  # photo mesh from the detection vs re-detecting (landmarks, AUs, time)
     python -m core.bench synth --json   # generate one face; edit the face of a photo
     python -m core.bench finetune --json  # ingest a 500-image upload; fine-tune on 100 faces
     python -m core.bench load --json    # 8 gradio clients for 60 s (photos, synthesis) + 2 queued fine-tunes
@@ -19,13 +20,15 @@ from core.benchmarks.finetune import bench_finetune
 from core.benchmarks.live import bench_live
 from core.benchmarks.live_options import bench_live_options
 from core.benchmarks.load import bench_load
+from core.benchmarks.photo_mesh import bench_photo_mesh
 from core.benchmarks.streams import bench_streams
 from core.benchmarks.synth import bench_synth
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench")
-    parser.add_argument("what", choices=("live", "streams", "live-options", "synth", "finetune", "load"))
+    parser.add_argument("what", choices=("live", "streams", "live-options", "photo-mesh", "synth", "finetune",
+                                                  "load"))
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"
                                               / "fer2013plus"))
     parser.add_argument("--frames", type=int, default=200)
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"live": lambda: bench_live(args.frames),
               "streams": lambda: bench_streams(args.max_streams, concurrency=args.concurrency),
               "live-options": lambda: bench_live_options(args.frames // 2),
+              "photo-mesh": lambda: bench_photo_mesh(args.data, args.frames + args.frames // 2),
               "synth": lambda: bench_synth(args.frames // 2),
               "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads, args.frozen_stages),
               "load": lambda: bench_load(args.clients, args.seconds, args.url, args.data)}[args.what]()

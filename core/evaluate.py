@@ -14,6 +14,7 @@ import json
 import sys
 
 from core.evaluation.recognition import evaluate_predictions
+from core.recognizer import RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--weights", default=None, help="a .safetensors file instead of the shipped weights")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "onnx", "torch"),
-                        help="auto: ONNX Runtime on CPU (what the app uses), else torch")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="auto (what the app uses): ONNX Runtime int8 where ranges were measured on these "
+                             "weights, else float, else torch")
     parser.add_argument("--no-mirror", action="store_true",
                         help="one pass per face, as on live frames (default: averaged with the mirror image)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

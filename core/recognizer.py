@@ -12,7 +12,8 @@ import torch
 from core.labels import EXPRESSIONS
 from core.models.recognizer import RecognizerConfig, RecognizerNet, predict_probs
 
-RUNTIMES = ("auto", "onnx", "torch")
+# "onnx-int8": ONNX Runtime on the int8 graph (core/models/quantization.py); "onnx": on the float graph.
+RUNTIMES = ("auto", "onnx-int8", "onnx", "torch")
 
 
 @dataclass
@@ -58,8 +59,9 @@ class Recognizer:
     def load(cls, name: str = "recognizer", path=None, device: str = "auto", runtime: str = "auto") -> Recognizer:
         """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes).
 
-        runtime: "onnx" (ONNX Runtime, exported from these weights on first use), "torch", or "auto":
-        ONNX Runtime on CPU when it is installed, else torch.
+        runtime: "onnx-int8" (ONNX Runtime on the int8 graph derived from these weights and the activation
+        ranges measured on them), "onnx" (ONNX Runtime, float), "torch", or "auto": the first of these that
+        these weights and the installed packages allow on CPU (docs/limits.md).
         """
         from core.checkpoint import load_recognizer
         from core.device import resolve_device
@@ -72,28 +74,48 @@ class Recognizer:
 
     @property
     def runtime(self) -> str:
-        """The runtime predictions run on: "onnx" or "torch"."""
-        return "onnx" if self._onnx_session() is not None else "torch"
+        """The runtime predictions run on: "onnx-int8", "onnx" or "torch"."""
+        return self._runtime if self._onnx_session() is not None else "torch"
 
     def _onnx_session(self):
-        from core.models import onnx_runtime
-
         if self._runtime == "torch" or self.weights_sha256 is None or self.device.type != "cpu":
             return None
         with self._runtime_lock:
             if self._onnx is None:
-                if self._runtime == "auto" and not onnx_runtime.runtime_available():
-                    self._runtime = "torch"
-                    return None
-                try:
-                    self._onnx = onnx_runtime.load_session(self.net, self.weights_sha256)
-                except OSError as error:  # e.g. a read-only cache: "auto" still answers, on torch
-                    if self._runtime == "onnx":
-                        raise
-                    warnings.warn(f"ONNX Runtime unavailable ({error}); the recognizer runs on torch", stacklevel=2)
-                    self._runtime = "torch"
-                    return None
+                self._onnx = self._open_onnx()
         return self._onnx
+
+    def _open_onnx(self):
+        """The session the requested runtime allows ("auto" settles on the first that opens), or None (torch)."""
+        from core.errors import WeightsError
+        from core.models import onnx_runtime
+
+        requested = self._runtime
+        for runtime in (("onnx-int8", "onnx") if requested == "auto" else (requested,)):
+            int8 = runtime == "onnx-int8"
+            if requested == "auto" and not onnx_runtime.runtime_available(int8):
+                continue
+            try:
+                session = onnx_runtime.load_session(self.net, self.weights_sha256, int8=int8)
+            except OSError as error:  # e.g. a read-only cache: "auto" still answers, on torch
+                if requested != "auto":
+                    raise
+                warnings.warn(f"ONNX Runtime unavailable ({error}); the recognizer runs on torch", stacklevel=3)
+                break
+            except Exception as error:  # the quantizer failing (another onnxruntime?): "auto" takes the float graph
+                if requested != "auto" or not int8:
+                    raise
+                warnings.warn(f"the int8 graph could not be made ({error!r}); the recognizer runs in float",
+                              stacklevel=3)
+                continue
+            if session is not None:
+                self._runtime = runtime
+                return session
+            if requested != "auto":
+                raise WeightsError("no int8 activation ranges were measured on these weights "
+                                   "(python -m core.export calibrate); use runtime='onnx'")
+        self._runtime = "torch"
+        return None
 
     def save(self, path, extra: dict | None = None) -> None:
         """Write the network with its config, as load(path=...) reads it back."""

@@ -110,3 +110,20 @@ def test_measured_antagonists_are_never_both_on():
     for out in (consistent_aus(aus), consistent_aus(torch.tensor(aus)).numpy()):
         assert out[0, AUS.index("AU01")] == pytest.approx(0.7) and out[0, AUS.index("AU04")] == 0
         assert out[1, AUS.index("AU01")] == 0 and out[1, AUS.index("AU04")] == pytest.approx(0.9)
+
+
+def test_raw_measurements_equal_the_pair_by_pair_reading():
+    """The gathered subtraction gives the very numbers the mean of each left/right pair gives."""
+    from core.face import aus
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        frontal = rng.normal(0, 20, (478, 3)) + 24
+        y = frontal[:, 1]
+        got = dict(zip(aus.AUS, aus.raw_measurements(frontal)))
+        assert got["AU01"] == float(np.mean([y[e] - y[b] for e, b in zip(aus.EYE_INNER, aus.BROW_INNER)]))
+        assert got["AU05"] == float(np.mean([y[i] - y[u] for u, i in zip(aus.UPPER_LID, aus.IRIS)]))
+        assert got["AU09"] == float(np.mean([y[aus.NOSE_TIP] - y[w] for w in aus.NOSE_WING]))
+        centre = (y[aus.LIP_UPPER_INNER] + y[aus.LIP_LOWER_INNER]) / 2
+        assert got["AU12"] == float(np.mean([centre - y[c] for c in aus.MOUTH_CORNER]))
+        assert got["AU45"] == -float(np.mean([y[lo] - y[up] for up, lo in zip(aus.UPPER_LID, aus.LOWER_LID)]))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("train", "evaluate", "evaluate_synth", "experiments", "bench", "aus", "faces", "analyse")
+COMMANDS = ("train", "evaluate", "evaluate_synth", "experiments", "bench", "aus", "faces", "analyse", "export")
 DOCUMENTS = [ROOT / "README.md", ROOT / "weights" / "README.md", *sorted((ROOT / "docs").glob("*.md")),
              *(ROOT / "core" / f"{name}.py" for name in COMMANDS)]
 COMMAND = re.compile(r"-m (core\.[a-z_]+)((?:\s+\S+)*)")

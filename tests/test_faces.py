@@ -50,6 +50,63 @@ def test_grace_hopper_one_face_with_478_landmarks_in_image_pixels(grace_hopper):
 
 
 @pytest.mark.integration
+def test_landmarks_read_from_the_wire_bytes_equal_the_field_by_field_reading(grace_hopper):
+    import mediapipe as mp
+
+    from core.face.detection import landmarks_to_pixels
+
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        landmarks = mesh.process(rgb).multi_face_landmarks[0]
+    h, w = rgb.shape[:2]
+    slow = np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks.landmark], np.float32)
+    fast = landmarks_to_pixels(landmarks, w, h)
+    assert fast.dtype == np.float32 and fast.shape == (478, 3)
+    np.testing.assert_array_equal(fast, slow)
+    landmarks.landmark[5].visibility = 0.5  # another wire layout: the field-by-field path answers
+    np.testing.assert_array_equal(landmarks_to_pixels(landmarks, w, h), slow)
+
+
+@pytest.mark.integration
+def test_photo_mesh_starts_from_the_detection_and_lands_where_the_re_detecting_mesh_does(grace_hopper):
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    detector = FaceDetector("photo")
+    (face,) = detector.detect(rgb)
+    assert detector._roi_mesh is not None and face.has_landmarks  # the ROI graph fitted it
+    # the FaceMesh solution on the same crop, detecting the face again (the path MTCNN's boxes still take)
+    again = detector._mesh_in_box(rgb, face.box, None)
+    width = face.box[2] - face.box[0]
+    displacement = np.linalg.norm(face.landmarks[:, :2] - again[:, :2], axis=1)
+    assert displacement.mean() < 0.03 * width  # 0.012 of the width on 430 faces (core.bench photo-mesh)
+
+
+def test_a_detection_moved_into_the_crop_keeps_its_pixels():
+    from mediapipe.framework.formats import detection_pb2
+
+    from core.face.roi_mesh import _into_crop
+
+    detection = detection_pb2.Detection()
+    box = detection.location_data.relative_bounding_box
+    box.xmin, box.ymin, box.width, box.height = 0.25, 0.5, 0.125, 0.25
+    point = detection.location_data.relative_keypoints.add()
+    point.x, point.y = 0.3, 0.6
+    photo, crop, left, top, scale = (800, 400), (150, 150), 150.0, 160.0, 0.5
+    moved = _into_crop(detection, photo, crop, left, top, scale)
+
+    def to_crop(x, y):  # photo pixels (continuous) -> crop pixels, as the warp in _mesh_in_box places them
+        return (x - 0.5 - left) * scale + 0.5, (y - 0.5 - top) * scale + 0.5
+
+    cx, cy = to_crop(0.3 * 800, 0.6 * 400)
+    assert moved.location_data.relative_keypoints[0].x * 150 == pytest.approx(cx)
+    assert moved.location_data.relative_keypoints[0].y * 150 == pytest.approx(cy)
+    bx, by = to_crop(0.25 * 800, 0.5 * 400)
+    got = moved.location_data.relative_bounding_box
+    assert (got.xmin * 150, got.ymin * 150) == (pytest.approx(bx), pytest.approx(by))
+    assert (got.width * 150, got.height * 150) == (pytest.approx(100 * scale), pytest.approx(100 * scale))
+    assert detection.location_data.relative_bounding_box.xmin == 0.25  # the photo's detection is left as it was
+
+
+@pytest.mark.integration
 def test_close_up_faces_are_found_without_mtcnn(fer_test):
     """A face filling most of the picture (the full-range model misses many) is found by MediaPipe."""
     detector = FaceDetector("photo", use_mtcnn=False)

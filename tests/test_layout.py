@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The documented commands (`python -m core.X`): each parses arguments and calls library code.
 COMMANDS = {"core.train", "core.evaluate", "core.evaluate_synth", "core.experiments", "core.bench", "core.aus",
-            "core.faces", "core.analyse"}
+            "core.faces", "core.analyse", "core.export"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 

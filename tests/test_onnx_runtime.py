@@ -1,4 +1,5 @@
-"""The recognizer on ONNX Runtime: exported from the shipped safetensors, batch norm folded, same outputs as torch."""
+"""The recognizer on ONNX Runtime: exported from the shipped safetensors, batch norm folded, same outputs as torch;
+its int8 graph derived from the same file and the shipped activation ranges, close to the float graph."""
 
 import numpy as np
 import pytest
@@ -52,10 +53,63 @@ def test_the_export_is_derived_from_the_shipped_weights_with_batch_norm_folded(p
     from core.weights import REGISTRY
 
     _, _, cache = pair
-    files = list((cache / "onnx").glob("*.onnx"))
-    assert [f.name for f in files] == [f"recognizer-{REGISTRY['recognizer'].sha256[:16]}-v{EXPORT_VERSION}.onnx"]
-    ops = {node.op_type for node in onnx.load(str(files[0])).graph.node}
+    name = f"recognizer-{REGISTRY['recognizer'].sha256[:16]}-v{EXPORT_VERSION}.onnx"
+    assert name in [f.name for f in (cache / "onnx").glob("*.onnx")]
+    ops = {node.op_type for node in onnx.load(str(cache / "onnx" / name)).graph.node}
     assert "Conv" in ops and "BatchNormalization" not in ops
+
+
+@pytest.fixture(scope="module")
+def int8(pair):
+    from core import Recognizer
+
+    recognizer = Recognizer.load()  # "auto", as the app, the live path and core.evaluate load it
+    assert recognizer.runtime == "onnx-int8"
+    return recognizer
+
+
+def test_int8_probabilities_stay_close_to_the_float_graph(pair, int8, fer_test):
+    # Measured on the 3,573 test crops: max difference 0.091, mean per-crop max 0.006, argmax agreement 99.3%,
+    # FER+ accuracy 0.8734 against 0.8731 (no mirror; docs/limits.md). The bounds leave room, not slack.
+    onnx, _, _ = pair
+    crops = fer_test.images[:1000]
+    p8, p7 = int8.predict_crops_with_fer2013(crops, mirror=False)
+    q8, q7 = onnx.predict_crops_with_fer2013(crops, mirror=False)
+    diff = np.abs(p8 - q8).max(axis=1)
+    assert diff.max() < 0.15 and diff.mean() < 0.012 and np.abs(p7 - q7).max() < 0.15
+    assert (p8.argmax(1) == q8.argmax(1)).mean() >= 0.98
+    known = fer_test.ferplus_label[:1000] >= 0
+    accuracy = [(p.argmax(1) == fer_test.ferplus_label[:1000])[known].mean() for p in (p8, q8)]
+    assert abs(accuracy[0] - accuracy[1]) < 0.01
+    np.testing.assert_allclose(p8.sum(1), 1, atol=1e-5)
+
+
+def test_int8_graph_is_derived_from_the_shipped_weights_and_ranges(pair, int8):
+    import onnx
+
+    from core.models.quantization import RANGES_FILE, int8_path_for, ranges_for
+    from core.weights import REGISTRY
+
+    sha = REGISTRY["recognizer"].sha256
+    record = ranges_for(sha)
+    assert record is not None, f"{RANGES_FILE.name} was not measured on the shipped weights: python -m core.export calibrate"
+    path = int8_path_for(sha, record)
+    assert path.parent == pair[2] / "onnx" and path.is_file() and int8._onnx_session().path == path
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "BatchNormalization" not in ops
+    assert path.stat().st_size < 0.3 * (pair[2] / "onnx" / f"recognizer-{sha[:16]}-v1.onnx").stat().st_size
+
+
+def test_weights_without_measured_ranges_run_the_float_graph(tmp_path, monkeypatch, pair):
+    from core.errors import WeightsError
+    from core.recognizer import Recognizer
+
+    monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(tmp_path))
+    onnx, _, _ = pair
+    other = "0" * 64  # e.g. a retrained file given with --weights
+    assert Recognizer(onnx.net, onnx.device, weights_sha256=other).runtime == "onnx"
+    with pytest.raises(WeightsError, match="no int8 activation ranges"):
+        Recognizer(onnx.net, onnx.device, weights_sha256=other, runtime="onnx-int8").predict_crops(np.zeros((1, 48, 48), np.uint8))
 
 
 def test_fold_batch_norm_keeps_the_function():
@@ -108,3 +162,21 @@ def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monke
     monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(blocker))
     with pytest.warns(UserWarning, match="runs on torch"):
         assert Recognizer.load().runtime == "torch"
+
+
+def test_auto_takes_the_float_graph_when_the_int8_graph_cannot_be_made(tmp_path, monkeypatch, pair):
+    from core.models import quantization
+    from core.recognizer import Recognizer
+
+    monkeypatch.setenv("EXPRESSIONLAB_CACHE", str(tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a quantizer that fails")
+
+    monkeypatch.setattr(quantization, "_quantize", broken)
+    onnx, _, _ = pair
+    sha = onnx.weights_sha256
+    with pytest.warns(UserWarning, match="runs in float"):
+        assert Recognizer(onnx.net, onnx.device, weights_sha256=sha).runtime == "onnx"
+    with pytest.raises(RuntimeError):
+        Recognizer(onnx.net, onnx.device, weights_sha256=sha, runtime="onnx-int8").predict_crops(np.zeros((1, 48, 48), np.uint8))

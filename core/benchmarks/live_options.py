@@ -58,6 +58,12 @@ def _recognizer_options(crop: np.ndarray, repeats: int) -> dict:
         session = OnnxRecognizer(path, threads=threads)
         out[f"onnx_{threads}thread_ms"] = _median_ms(lambda s=session: s.run(crop), repeats)
         out[f"onnx_{threads}thread_mirror_ms"] = _median_ms(lambda s=session: s.run(crop, mirror=True), repeats)
+    from core.models.quantization import ensure_int8
+
+    int8_path = ensure_int8(shipped.net, shipped.weights_sha256)
+    if int8_path is not None:
+        session = OnnxRecognizer(int8_path, threads=1)
+        out["onnx_int8_1thread_ms"] = _median_ms(lambda s=session: s.run(crop), repeats)
     eager = Recognizer(shipped.net, shipped.device, runtime="torch")
     out["torch_ms"] = _median_ms(lambda: eager.predict_crops(crop, mirror=False), repeats)
     out["torch_mirror_ms"] = _median_ms(lambda: eager.predict_crops(crop, mirror=True), repeats)

@@ -93,43 +93,49 @@ def frontalize(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- raw measurements
 
+# The left/right pairs raw_measurements averages, as (minuend, subtrahend) mesh indices, gathered so that
+# one subtraction measures them all (the same float64 operations as pair by pair, in the same order).
+_PAIRS = {
+    "inner_brow": (EYE_INNER, BROW_INNER),
+    "outer_brow": (EYE_OUTER, BROW_OUTER),
+    "eye_open": (LOWER_LID, UPPER_LID),
+    "cheek_to_lid": (CHEEK, LOWER_LID),
+    "lid_to_iris": (LOWER_LID, IRIS),
+    "upper_lid_above_iris": (IRIS, UPPER_LID),
+    "wing_above_tip": ((NOSE_TIP, NOSE_TIP), NOSE_WING),
+    "corner_drop": (MOUTH_CORNER, (LIP_TOP, LIP_TOP)),
+}
+_MINUENDS = np.array([i for a, _ in _PAIRS.values() for i in a])
+_SUBTRAHENDS = np.array([i for _, b in _PAIRS.values() for i in b])
+
+
 def raw_measurements(frontal: np.ndarray) -> np.ndarray:
     """One raw number per AU (in AUS order) from frontalised landmarks [478, 3]; y points down."""
     x, y = frontal[:, 0], frontal[:, 1]
-
-    def both(values) -> float:
-        return float(np.mean(values))
-
-    inner_brow = both([y[e] - y[b] for e, b in zip(EYE_INNER, BROW_INNER)])
-    outer_brow = both([y[e] - y[b] for e, b in zip(EYE_OUTER, BROW_OUTER)])
-    eye_open = both([y[lo] - y[up] for up, lo in zip(UPPER_LID, LOWER_LID)])
-    cheek_to_lid = both([y[c] - y[lo] for c, lo in zip(CHEEK, LOWER_LID)])
-    lid_to_iris = both([y[lo] - y[i] for lo, i in zip(LOWER_LID, IRIS)])
-    upper_lid_above_iris = both([y[i] - y[up] for up, i in zip(UPPER_LID, IRIS)])
-    wing_above_tip = both([y[NOSE_TIP] - y[w] for w in NOSE_WING])
+    pairs = (y[_MINUENDS] - y[_SUBTRAHENDS]).reshape(-1, 2)
+    m = dict(zip(_PAIRS, ((pairs[:, 0] + pairs[:, 1]) / 2).tolist()))  # the mean of each pair
     lip_centre_y = (y[LIP_UPPER_INNER] + y[LIP_LOWER_INNER]) / 2
-    corner_lift = both([lip_centre_y - y[c] for c in MOUTH_CORNER])
-    corner_drop = both([y[c] - y[LIP_TOP] for c in MOUTH_CORNER])
+    corner_lift = float(((lip_centre_y - y[MOUTH_CORNER[0]]) + (lip_centre_y - y[MOUTH_CORNER[1]])) / 2)
     corner_asymmetry = abs(y[MOUTH_CORNER[0]] - y[MOUTH_CORNER[1]])
     lip_height = (y[LIP_UPPER_INNER] - y[LIP_TOP]) + (y[LIP_BOTTOM] - y[LIP_LOWER_INNER])
     values = {
-        "AU01": inner_brow,
-        "AU02": outer_brow,
-        "AU04": -inner_brow,
-        "AU05": upper_lid_above_iris,
-        "AU06": -cheek_to_lid,
-        "AU07": -lid_to_iris,
-        "AU09": wing_above_tip,
+        "AU01": m["inner_brow"],
+        "AU02": m["outer_brow"],
+        "AU04": -m["inner_brow"],
+        "AU05": m["upper_lid_above_iris"],
+        "AU06": -m["cheek_to_lid"],
+        "AU07": -m["lid_to_iris"],
+        "AU09": m["wing_above_tip"],
         "AU10": -(y[LIP_TOP] - y[NOSE_BASE]),
         "AU12": corner_lift,
         "AU14": corner_asymmetry,
-        "AU15": corner_drop,
+        "AU15": m["corner_drop"],
         "AU17": -(y[CHIN] - y[LIP_BOTTOM]),
         "AU20": x[MOUTH_CORNER[1]] - x[MOUTH_CORNER[0]],
         "AU23": -lip_height,
         "AU25": y[LIP_LOWER_INNER] - y[LIP_UPPER_INNER],
         "AU26": y[CHIN] - y[NOSE_BASE],
-        "AU45": -eye_open,
+        "AU45": -m["eye_open"],
     }
     return np.array([values[name] for name in AUS], np.float64)
 

@@ -141,20 +141,35 @@ class OnnxRecognizer:
         return p8, p7
 
 
-def load_session(net, weights_sha256: str, threads: int | None = None) -> OnnxRecognizer:
-    """A session on the cached export of these weights; a cache file that does not load is exported again."""
-    path = ensure_onnx(net, weights_sha256)
+def load_session(net, weights_sha256: str, threads: int | None = None, int8: bool = False) -> OnnxRecognizer | None:
+    """A session on the cached export of these weights; a cache file that does not load is exported again.
+
+    int8: the int8 graph (core/models/quantization.py), or None when no ranges were measured on these weights.
+    """
+    def export():
+        if not int8:
+            return ensure_onnx(net, weights_sha256)
+        from core.models.quantization import ensure_int8
+
+        return ensure_int8(net, weights_sha256)
+
+    path = export()
+    if path is None:
+        return None
     try:
         return OnnxRecognizer(path, threads)
     except Exception:  # onnxruntime raises its own types for a damaged file
         path.unlink(missing_ok=True)
-        return OnnxRecognizer(ensure_onnx(net, weights_sha256), threads)
+        return OnnxRecognizer(export(), threads)
 
 
-def runtime_available() -> bool:
+def runtime_available(int8: bool = False) -> bool:
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
         import onnxruntime  # noqa: F401
+
+        if int8:
+            import onnxruntime.quantization  # noqa: F401  (needs ml_dtypes)
     except ImportError:
         return False
     return True
