@@ -123,7 +123,7 @@ class MotionModel:
         moved = self.frontal_delta(delta)
         for iris, corners in IRISES:
             moved[list(iris)] = moved[list(corners)].mean(axis=0)
-        moved = keep_lids_apart(frontal + moved, self.config.min_lid_gap) - frontal
+        moved = keep_lids_apart(frontal + moved, self.config.min_lid_gap, frontal) - frontal
         # frontal = s R p + t, so a frontal displacement d is R^T d / s in the image (rows: d @ R / s)
         return landmarks + moved @ rotation / scale
 
@@ -179,15 +179,19 @@ class MotionModel:
                    photo_gain=gain)
 
 
-def keep_lids_apart(frontal: np.ndarray, gap: float) -> np.ndarray:
-    """Frontal landmarks [478, 3] with each upper eyelid point kept at least `gap` above the lower lid
-    point facing it (moved up to there), and each iris centre kept between its eye's lids: a closing
-    eye narrows to a slit, and the warp through these points never folds."""
-    out = np.array(frontal, np.float64, copy=True)
+def keep_lids_apart(moved: np.ndarray, gap: float, before: np.ndarray) -> np.ndarray:
+    """Moved frontal landmarks [478, 3] with each upper eyelid point kept at least `gap` above the lower
+    lid point facing it (moved up to there), and each iris centre kept between its eye's lids: a closing
+    eye narrows to a slit, and the warp through these points never folds. A face that is already past
+    a limit (`before`, its unmoved landmarks) is held where it is, not pushed back."""
+    out = np.array(moved, np.float64, copy=True)
     upper, lower = list(UPPER_LIDS), list(LOWER_LIDS)
-    out[upper, 1] = np.minimum(out[upper, 1], out[lower, 1] - gap)
+    least = np.minimum(gap, before[lower, 1] - before[upper, 1])
+    out[upper, 1] = np.minimum(out[upper, 1], out[lower, 1] - least)
     for iris, (up, low) in IRIS_CENTRES:
-        out[iris, 1] = np.clip(out[iris, 1], out[up, 1] + gap / 2, max(out[up, 1] + gap / 2, out[low, 1] - gap / 2))
+        top = out[up, 1] + min(gap / 2, before[iris, 1] - before[up, 1])
+        bottom = max(top, out[low, 1] - min(gap / 2, before[low, 1] - before[iris, 1]))
+        out[iris, 1] = np.clip(out[iris, 1], top, bottom)
     return out
 
 
