@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-sweep-faces", type=int, default=50, help="edit: faces per AU slider sweep")
     parser.add_argument("--edit-parts", nargs="+", default=None,
                         choices=("size", "identity", "expression", "aus", "speed"), help="edit: only these parts")
-    parser.add_argument("--edit-guidance", type=float, default=3.0,
+    parser.add_argument("--edit-guidance", type=float, default=10.0,
                         help="edit: also measure edits with this semantic guidance (0: not)")
+    parser.add_argument("--edit-guide", default=None,
+                        help="edit: recognizer weights guidance climbs instead of the shipped edit_guide "
+                             "('recognizer': the shipped recognizer, which also scores the edits)")
     parser.add_argument("--motion", default=None, help="edit: a motion model .safetensors instead of the shipped one")
     parser.add_argument("--json", action="store_true")
     return parser
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report[EDIT] = evaluate_edits(args.data, motion=args.motion, faces=args.edit_faces,
                                       sweep_faces=args.edit_sweep_faces, parts=args.edit_parts,
-                                      guidance=args.edit_guidance)
+                                      guidance=args.edit_guidance, guide=args.edit_guide)
     sys.stdout.write(json.dumps(report, indent=None if args.json else 1, default=_plain) + "\n")
     return 0
 

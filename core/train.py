@@ -103,7 +103,7 @@ def _stylegen(args: argparse.Namespace) -> int:
 def _motion(args: argparse.Namespace) -> int:
     from core.training.motion import fit_motion
 
-    command = "python -m core.train motion " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     result = fit_motion(args.data, args.au_cache, args.out, config_from_args(MotionConfig, args), command)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
@@ -112,7 +112,7 @@ def _motion(args: argparse.Namespace) -> int:
 def _motion_photo_gain(args: argparse.Namespace) -> int:
     from core.training.motion import fit_photo_gain
 
-    command = "python -m core.train motion-photo-gain " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     result = fit_photo_gain(args.data, args.motion, args.faces, args.rounds, command)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0

@@ -49,9 +49,16 @@ REGISTRY: dict[str, WeightsInfo] = {
                         "and D in half precision for joint fine-tuning",
         ),
         WeightsInfo(
+            name="edit_guide",
+            file="edit_guide.safetensors",
+            sha256="0b6986d5efa516b025ee0bc9ce6ec6a585a7e37aeeb97cbc5639b275d6589e16",
+            description="a second FER+ recognizer (other seed and widths, 12 epochs) that semantic guidance of "
+                        "photo edits climbs, so that the shipped recognizer reading the edits is not the one steering",
+        ),
+        WeightsInfo(
             name="motion",
             file="motion.safetensors",
-            sha256="36a355344d4bebe00e48400e0c26a34550a6fb4e2f2cc674131438a08e64098d",
+            sha256="9b4149eca8a5fc6c6af4d5517afda68080ba1c1bcde6feae0c852036b4d0b58d",
             description="motion model: how the 478-point mesh moves with each of the 17 AUs (ridge blendshapes, "
                         "pose-normalised), with class-typical AU targets and per-AU photo gains",
         ),

@@ -159,3 +159,48 @@ def test_edit_series_detects_once_and_matches_single_edits(editor, photo, monkey
     assert np.array_equal(series[2].image, editor.edit(photo, expression="surprise", intensity=1.0).image)
     change = [np.abs(r.image.astype(int) - photo).mean() for r in series]
     assert change[0] < change[1] < change[2]  # neutral -> target: the photo moves further at each step
+
+
+def test_a_strong_blink_narrows_the_eye_without_folding(editor):
+    """However far the lids are pushed, each upper lid point stays above the lower one facing it (the
+    warp through them would fold otherwise) and the irises stay between the lids."""
+    import copy
+
+    from core.labels import AUS
+    from core.models.motion import IRIS_CENTRES, LOWER_LIDS, UPPER_LIDS
+
+    motion = copy.deepcopy(editor.motion)
+    motion.photo_gain[AUS.index("AU45")] = 10.0  # far beyond a closed eye
+    points = motion.base * 4 + 50
+    current, target = np.zeros(len(AUS)), np.zeros(len(AUS))
+    target[AUS.index("AU45")] = 1.0
+    moved = motion.predict(points, current, target)
+    gap = moved[list(LOWER_LIDS), 1] - moved[list(UPPER_LIDS), 1]
+    assert gap.min() > 0 and gap.max() < (points[list(LOWER_LIDS), 1] - points[list(UPPER_LIDS), 1]).min()
+    for iris, (up, low) in IRIS_CENTRES:
+        assert moved[up, 1] < moved[iris, 1] < moved[low, 1]
+
+
+def test_a_face_beyond_the_calibrated_range_moves_from_its_own_value(editor):
+    """Eyes opened wider than any neutral face measure AU45 = 0 (clipped); asked to half close, they
+    move further than an average face does, from where they really are."""
+    from core.labels import AUS
+    from core.models.motion import UPPER_LIDS
+
+    motion, k = editor.motion, AUS.index("AU45")
+    points = motion.base * 4 + 50
+    wide = points.copy()
+    wide[list(UPPER_LIDS), 1] -= 4.0  # upper lids raised by a unit of the 48-px frame
+    target = np.zeros(len(AUS))
+    target[k] = 0.5
+    lids = list(UPPER_LIDS)
+    closing = [(motion.predict(p, np.zeros(len(AUS)), target) - p)[lids, 1].mean() for p in (points, wide)]
+    assert closing[1] > closing[0] + 1.0
+
+
+def test_guidance_climbs_a_second_recognizer(editor):
+    """Guidance follows the shipped edit_guide recognizer, not the one that reads the edits."""
+    from core.weights import REGISTRY
+
+    guide = editor.guide_recognizer
+    assert guide is not editor.recognizer and guide.weights_sha256 == REGISTRY["edit_guide"].sha256

@@ -22,10 +22,11 @@ import time
 
 import numpy as np
 
+from core.evaluation.lbp import lbp_histograms, rank1
 from core.labels import AUS, EXPRESSIONS
 
 PHOTO_FACE, PHOTO_PAD = 192, 64
-LBP_SIZE, LBP_CELLS = 96, 8
+LBP_SIZE = 96
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -62,53 +63,6 @@ def box_change(before: np.ndarray, after: np.ndarray, box) -> float:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     a, b = to_grey(before)[y0:y1, x0:x1], to_grey(after)[y0:y1, x0:x1]
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
-
-
-# ---------------------------------------------------------------- LBP descriptor (numpy)
-
-def _uniform_table() -> np.ndarray:
-    """Map of the 256 8-bit LBP codes to 59 bins: one per uniform pattern (<= 2 transitions), one for the rest."""
-    table = np.full(256, 58, np.int64)
-    uniform = [c for c in range(256) if bin(c ^ ((c >> 1) | ((c & 1) << 7))).count("1") <= 2]
-    table[uniform] = np.arange(len(uniform))
-    return table
-
-
-UNIFORM = _uniform_table()
-
-
-def lbp_histograms(grey: np.ndarray, cells: int = LBP_CELLS) -> np.ndarray:
-    """Concatenated, normalised uniform LBP(8, 1) histograms over a cells x cells grid."""
-    g = grey.astype(np.int16)
-    centre = g[1:-1, 1:-1]
-    offsets = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
-    code = np.zeros(centre.shape, np.int64)
-    for bit, (dy, dx) in enumerate(offsets):
-        code |= (g[1 + dy : g.shape[0] - 1 + dy, 1 + dx : g.shape[1] - 1 + dx] >= centre).astype(np.int64) << bit
-    bins = UNIFORM[code]
-    h, w = bins.shape
-    hist = []
-    for i in range(cells):
-        for j in range(cells):
-            cell = bins[i * h // cells : (i + 1) * h // cells, j * w // cells : (j + 1) * w // cells]
-            counts = np.bincount(cell.ravel(), minlength=59).astype(np.float64)
-            hist.append(counts / max(1.0, counts.sum()))
-    return np.concatenate(hist)
-
-
-def chi_square(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Chi-square distances [len(a), len(b)] between histogram rows."""
-    out = np.empty((len(a), len(b)))
-    for i, row in enumerate(a):
-        out[i] = (((row - b) ** 2) / (row + b + 1e-10)).sum(axis=1)
-    return out
-
-
-def rank1(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
-    if len(probes) == 0:
-        return float("nan")
-    nearest = chi_square(probes, gallery).argmin(axis=1)
-    return float((gallery_ids[nearest] == probe_ids).mean())
 
 
 # ---------------------------------------------------------------- the evaluation
@@ -212,14 +166,15 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
     """Recognizer reading and LBP re-identification of every class edit, for each appearance strength.
 
     The recognizer reads the edit's own aligned crop (FaceEdit.crop, aligned by the moved mesh) and,
-    as a check, the crop of the face re-detected in the edited photo. LBP histograms compare 96-px
+    as a check, the crop of the face re-detected in the edited photo. The second recognizer (the one
+    guidance climbs, trained apart) reads the same crops: guidance should move both, not just one. LBP histograms compare 96-px
     aligned crops of the edited faces with those of the unedited faces of all subjects.
     """
-    recognizer = bench.editor.recognizer
+    recognizer, second = bench.editor.recognizer, bench.editor.guide_recognizer
     gallery = np.stack([lbp_histograms(aligned(p, f[0].landmarks, LBP_SIZE)) for p, f in zip(bench.photos, bench.found)])
     report = {}
     for label, (strength, guidance) in strengths.items():
-        hits, rehits = ({name: [] for name in EXPRESSIONS[1:]} for _ in range(2))
+        hits, rehits, seconds = ({name: [] for name in EXPRESSIONS[1:]} for _ in range(3))
         probes, probe_ids, unchanged, lost = [], [], [], 0
         for k, photo in enumerate(bench.photos):
             for name in EXPRESSIONS[1:]:
@@ -228,6 +183,7 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
                 unchanged.append(unchanged_outside(photo, result.image, bench.found[k][0].box))
                 target = EXPRESSIONS.index(name)
                 hits[name].append(int(recognizer.predict_crops(edit.crop[None])[0].argmax()) == target)
+                seconds[name].append(int(second.predict_crops(edit.crop[None])[0].argmax()) == target)
                 probes.append(lbp_histograms(aligned(result.image, edit.moved, LBP_SIZE)))
                 probe_ids.append(bench.ids[k])
                 if redetect:
@@ -237,6 +193,7 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
         per_class = {name: float(np.mean(v)) for name, v in hits.items()}
         report[label] = {"appearance": strength, "guidance": guidance, "read_as_requested": per_class,
                          "mean": float(np.mean(list(per_class.values()))), "min": float(min(per_class.values())),
+                         "read_by_guide_recognizer": {n: float(np.mean(v)) for n, v in seconds.items()},
                          "reid_rank1": rank1(np.stack(probes), np.array(probe_ids), gallery, bench.ids),
                          "unchanged_outside_min": float(np.min(unchanged)),
                          "unchanged_outside_mean": float(np.mean(unchanged))}
@@ -259,16 +216,15 @@ def sweep_rises(bench: Bench, faces: int, values=(0.0, 1.0), appearance: float =
     return np.nanmean(rises, axis=1)
 
 
-def calibrate_photo_gain(data: str, editor, faces: int = 20, rounds: int = 2, goal: float = 0.45,
-                         max_gain: float = 2.5) -> np.ndarray:
+def calibrate_photo_gain(data: str, editor, faces: int = 20, rounds: int = 2) -> np.ndarray:
     """Per-AU gains of the motion model on photos, fitted on FER+ *train* neutral faces.
 
     The motion model is learned in mesh coordinates, and MediaPipe's mesh follows the pixels only
     part of the way (its shape prior pulls towards an average face): a real face whose mesh reads
     AU25 = 1 shows a wider mouth than its mesh does. So a warp that moves the pixels only as far as
     the mesh said is re-measured at about half the requested change. Each round scales each AU's
-    movement so that a 0 -> 1 slider sweep, geometry only, rises by about `goal` in the re-detected
-    mesh. (Calibrating the whole edit, appearance included, went astray: AU12 at gain 3 was re-measured
+    movement so that a 0 -> 1 slider sweep, geometry only, rises by about the model's photo_gain_goal
+    in the re-detected mesh. (Calibrating the whole edit, appearance included, went astray: AU12 at gain 3 was re-measured
     lower than at 1.1, the mesh losing the stretched mouth.)
     """
 
@@ -276,9 +232,9 @@ def calibrate_photo_gain(data: str, editor, faces: int = 20, rounds: int = 2, go
     motion = editor.motion
     motion.photo_gain = np.ones(len(AUS))  # from the fitted model, so the command is reproducible
     for _ in range(rounds):
-        rises = sweep_rises(bench, faces)
-        factor = np.clip(goal / np.maximum(rises, 1e-3), 0.5, 2.0)
-        motion.photo_gain = np.clip(motion.photo_gain * factor, 1.0, max_gain)
+        rises = sweep_rises(bench, faces, appearance=motion.config.photo_gain_appearance)
+        factor = np.clip(motion.config.photo_gain_goal / np.maximum(rises, 1e-3), 0.5, 2.0)
+        motion.photo_gain = np.clip(motion.photo_gain * factor, 1.0, motion.config.max_photo_gain)
     return motion.photo_gain
 
 
@@ -350,15 +306,27 @@ def part_large(editor) -> dict:
             "same_size": out.shape == photo.shape}
 
 
+def _guide(guide: str | None):
+    from core import get_recognizer
+    from core.recognizer import Recognizer
+
+    if guide is None:
+        return None
+    return get_recognizer() if guide == "recognizer" else Recognizer.load(path=guide, runtime="torch")
+
+
 def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, parts=None,
-             appearance: float | None = None, seed: int = 0, extra_strengths=(), guidance: float = 0.0) -> dict:
-    """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed)."""
+             appearance: float | None = None, seed: int = 0, extra_strengths=(), guidance: float = 0.0,
+             guide: str | None = None) -> dict:
+    """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed).
+    guide: recognizer weights for guidance instead of the shipped edit_guide ("recognizer": the shipped
+    recognizer itself, which also scores: how far guidance persuades its own judge)."""
     from core import get_recognizer, get_synthesizer
     from core.models.motion import MotionModel
     from core.synthesis.photo_edit import APPEARANCE, PhotoEditor
 
     parts = parts or ("size", "identity", "expression", "aus", "speed")
-    editor = PhotoEditor(MotionModel.load(motion), get_synthesizer(), get_recognizer())
+    editor = PhotoEditor(MotionModel.load(motion), get_synthesizer(), get_recognizer(), guide_recognizer=_guide(guide))
     strength = APPEARANCE if appearance is None else appearance
     t0 = time.time()
     need = max(faces if {"identity", "expression"} & set(parts) else 0, sweep_faces if "aus" in parts else 0,

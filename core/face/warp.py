@@ -9,7 +9,6 @@ the face's size, not the photo's, and every pixel outside the region is untouche
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np

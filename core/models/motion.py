@@ -31,6 +31,13 @@ from core.labels import AUS, EXPRESSIONS
 
 AU14 = AUS.index("AU14")
 MOUTH_CORNERS = (61, 291)  # subject's right (image left), left
+# Eyelid contours, upper and lower point of each pair facing each other (subject's right eye, then left).
+UPPER_LIDS = (246, 161, 160, 159, 158, 157, 173, 466, 388, 387, 386, 385, 384, 398)
+LOWER_LIDS = (7, 163, 144, 145, 153, 154, 155, 249, 390, 373, 374, 380, 381, 382)
+IRIS_CENTRES = ((468, (159, 145)), (473, (386, 374)))  # each iris centre and its eye's mid lid pair
+# Iris points (centre + 4 on its rim) of each eye and the eye's corners: a warp cannot turn an eyeball,
+# so the irises move only as their eye does (the mean of its corners), not by the gaze the fit picked up.
+IRISES = ((tuple(range(468, 473)), (33, 133)), (tuple(range(473, 478)), (263, 362)))
 KIND = "motion"
 
 
@@ -42,7 +49,16 @@ class MotionConfig(SavedConfig):
     # An expression's AUs are moved to this quantile of the class's faces (not its mean, which mixes
     # in the many faces labelled by a weak version of it), and only when the face is not there yet.
     target_quantile: float = 0.75
-
+    # A closing lid stops this far (template units, 48-px frame; the neutral opening is about 2.4) above
+    # the lower lid: a warp pushing it further would fold the photo over itself.
+    min_lid_gap: float = 0.35
+    # Photo gains (core.evaluation.edit.calibrate_photo_gain) stay within [1, this]: the lids need about
+    # 4 (the re-fitted mesh follows a narrowing eye only part of the way), the rest far less.
+    max_photo_gain: float = 4.0
+    # ... chosen so that a 0 -> 1 slider, geometry only, rises by this much in the re-fitted mesh of FER+
+    # train faces (the generator's change then adds to most AUs; on test faces AU12 rose less)
+    photo_gain_goal: float = 0.45
+    photo_gain_appearance: float = 0.0  # the generator's change in the calibration edits (0: geometry only)
 
 
 def signed_au14(frontal: np.ndarray, au14: float) -> float:
@@ -98,16 +114,31 @@ class MotionModel:
     def predict(self, landmarks: np.ndarray, current: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The face's landmarks [478, 3] (image pixels) moved from its current AUs to the target AUs."""
         landmarks = np.asarray(landmarks, np.float64)
-        current = np.nan_to_num(np.asarray(current, np.float64))
         scale, rotation, shift = similarity_3d(landmarks[list(ALIGN_LANDMARKS)], self.template)
         frontal = landmarks @ (scale * rotation).T + shift
-        delta = (np.asarray(target, np.float64) - current) * self.photo_gain
+        target = np.asarray(target, np.float64)
+        delta = (target - self.start(frontal, current, target)) * self.photo_gain
         # AU14 is one-sided: pull the corner that is already higher (the right one on a level mouth)
-        sign = signed_au14(frontal, 1.0)
-        delta[AU14] *= sign
+        delta[AU14] *= signed_au14(frontal, 1.0)
         moved = self.frontal_delta(delta)
+        for iris, corners in IRISES:
+            moved[list(iris)] = moved[list(corners)].mean(axis=0)
+        moved = keep_lids_apart(frontal + moved, self.config.min_lid_gap, frontal) - frontal
         # frontal = s R p + t, so a frontal displacement d is R^T d / s in the image (rows: d @ R / s)
         return landmarks + moved @ rotation / scale
+
+    def start(self, frontal: np.ndarray, current: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Where each AU's movement starts: the face's measured intensity, except where the face lies
+        beyond an end of the calibrated range (eyes opened wider than any neutral face, say) and the
+        target is inside it: then from the unclipped value, so the movement reaches the target."""
+        current = np.nan_to_num(np.asarray(current, np.float64))
+        calibration = load_calibration()
+        span = calibration["one"] - calibration["zero"]
+        span = np.where(np.abs(span) > 1e-6, span, 1e-6)
+        free = np.clip((raw_measurements(frontal) - calibration["zero"]) / span, -1.0, 2.0)
+        free[AU14] = current[AU14]  # measured unsigned; its movement is signed separately
+        beyond = ((current <= 0) & (free < 0) & (target > 0)) | ((current >= 1) & (free > 1) & (target < 1))
+        return np.where(beyond, free, current)
 
     # -- persistence
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -146,6 +177,22 @@ class MotionModel:
             raise WeightsError(f"{path}: tensor 'photo_gain' is not of shape ({len(AUS)},)")
         return cls(*(tensors[k].double().numpy() for k in expected), config_of(MotionConfig, meta, str(path)), info,
                    photo_gain=gain)
+
+
+def keep_lids_apart(moved: np.ndarray, gap: float, before: np.ndarray) -> np.ndarray:
+    """Moved frontal landmarks [478, 3] with each upper eyelid point kept at least `gap` above the lower
+    lid point facing it (moved up to there), and each iris centre kept between its eye's lids: a closing
+    eye narrows to a slit, and the warp through these points never folds. A face that is already past
+    a limit (`before`, its unmoved landmarks) is held where it is, not pushed back."""
+    out = np.array(moved, np.float64, copy=True)
+    upper, lower = list(UPPER_LIDS), list(LOWER_LIDS)
+    least = np.minimum(gap, before[lower, 1] - before[upper, 1])
+    out[upper, 1] = np.minimum(out[upper, 1], out[lower, 1] - least)
+    for iris, (up, low) in IRIS_CENTRES:
+        top = out[up, 1] + min(gap / 2, before[iris, 1] - before[up, 1])
+        bottom = max(top, out[low, 1] - min(gap / 2, before[low, 1] - before[iris, 1]))
+        out[iris, 1] = np.clip(out[iris, 1], top, bottom)
+    return out
 
 
 # ---------------------------------------------------------------- fitting

@@ -36,7 +36,11 @@ BOX_LIMIT = 1.25  # nothing changes outside the detector's face box grown this m
 CONFIDENT = 0.9
 APPEARANCE = 1.0  # strength of the generator's change (1: as drawn by G, in grey levels)
 GUIDANCE, GUIDANCE_STEPS = 0.0, 2  # semantic guidance of the appearance change (see _guide)
+GUIDE_WEIGHTS = "edit_guide"  # the recognizer guidance climbs (see PhotoEditor.guide_recognizer)
 WARP_SOURCE_DRAW = True  # see _generator_change
+# AUs the generator does not draw (docs/synthesis.md: AU14, a one-sided pull of a pixel or two at 48 px):
+# its change for them is noise that works against the warp, so its target condition keeps the source's.
+WARP_ONLY_AUS = ("AU14",)
 
 
 class FaceTooSmallError(InputError):
@@ -130,13 +134,14 @@ def check_face(face, image_shape, template: np.ndarray) -> list[str]:
 class PhotoEditor:
     """Motion model + warp + generator appearance; thread-safe (one edit at a time)."""
 
-    def __init__(self, motion, synth, recognizer, detector=None):
+    def __init__(self, motion, synth, recognizer, detector=None, guide_recognizer=None):
         from core.face.aus import load_calibration
         from core.face.warp import control_indices
 
         self.motion = motion
         self.synth = synth
         self.recognizer = recognizer
+        self._guide_recognizer = guide_recognizer  # None: the shipped edit_guide, loaded on the first guided edit
         self.detector = detector if detector is not None else recognizer.detector
         self.calibration = load_calibration()
         self.controls = control_indices(motion.base)  # the mesh points that pin the warp
@@ -187,6 +192,18 @@ class PhotoEditor:
         if not edits:
             raise errors[0]  # the largest face's reason
         return EditResult(out, edits, skipped)
+
+    @property
+    def guide_recognizer(self):
+        """The recognizer whose reading semantic guidance climbs: a second one, trained apart from the
+        shipped recognizer (weights/edit_guide.safetensors: other seed, other widths). The shipped one
+        reads the result, in the app and in the acceptance measure; guiding with it too would partly
+        measure how well the change persuades it (docs/photo_edit.md compares both)."""
+        if self._guide_recognizer is None:
+            from core.recognizer import Recognizer
+
+            self._guide_recognizer = Recognizer.load(GUIDE_WEIGHTS, runtime="torch", device=str(self.synth.device))
+        return self._guide_recognizer
 
     # -- one face
     def _edit_face(self, out: np.ndarray, face, request: Request, notes: list[str]) -> FaceEdit:
@@ -279,6 +296,9 @@ class PhotoEditor:
         from core.models.generator import make_condition
 
         conds = []
+        held = [_au_index(name) for name in WARP_ONLY_AUS]
+        target = (target[0], np.array(target[1], np.float64, copy=True))
+        target[1][held] = np.asarray(source[1], np.float64)[held]
         for probs, aus in (source, target):
             aus = consistent_aus(np.nan_to_num(np.asarray(aus, np.float32))[None])
             conds.append(make_condition(torch.tensor(probs, dtype=torch.float32)[None], torch.ones(1),
@@ -301,12 +321,12 @@ class PhotoEditor:
 
     def _guide(self, z, cond, base, before, strength: float, goal, guidance: float):
         """Semantic guidance (SynFER) on the edited face itself: a few normalised gradient steps on the
-        target draw's identity code, up the recognizer's log-probability of the requested expression
+        target draw's identity code, up the guide recognizer's log-probability of the requested expression
         for crop + strength * (G(z, target) - G(z, source)). Only the generator's change moves, so the
         photo's own pixels, and the person, stay; G keeps the change face-like."""
         import torch
 
-        net, r_cfg = self.recognizer.net, self.recognizer.config
+        net, r_cfg = self.guide_recognizer.net, self.guide_recognizer.config
         goal = goal.to(base.device)[None]
         z = z.detach().clone().requires_grad_(True)
         for _ in range(GUIDANCE_STEPS):
