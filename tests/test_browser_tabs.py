@@ -45,6 +45,8 @@ def test_fine_tune_results_are_not_covered_and_legends_are_readable(browser, app
     page.goto(app_url, wait_until="load")
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("input[type=file]").last.set_input_files(str(archive))
+    # the upload reaches the server before the click (a loaded machine once clicked first: "Upload a zip")
+    page.get_by_text("faces.zip").first.wait_for(timeout=60_000)
     page.locator("input[type=number]").last.fill("20")
     page.get_by_role("button", name="Fine-tune", exact=True).click()
     _wait_for(page.locator("#finetune-after"), "After:")
