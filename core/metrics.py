@@ -40,11 +40,16 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between two sets of embeddings [N, D] (each taken as a Gaussian)."""
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_b: np.ndarray | None = None) -> float:
+    """Fréchet distance between two sets of embeddings [N, D] (each taken as a Gaussian).
+
+    weights_b [M]: b's rows weighted (e.g. to give b the class mix of a without repeating faces)."""
     from scipy import linalg
 
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu_a, cov_a = a.mean(axis=0), np.cov(a, rowvar=False)
+    if weights_b is None:
+        mu_b, cov_b = b.mean(axis=0), np.cov(b, rowvar=False)
+    else:
+        mu_b, cov_b = b.T @ (weights_b / weights_b.sum()), np.cov(b, rowvar=False, aweights=weights_b)
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))

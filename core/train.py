@@ -85,9 +85,11 @@ def _stylegen(args: argparse.Namespace) -> int:
     from core.models.stylegen import StyleGenConfig
     from core.training.stylegen import StyleTrainConfig, train
 
-    # On --resume the stored train config wins; a loss weight typed on this command line changes it mid-run.
+    # On --resume (and --init) the stored train config wins; a field typed on this command line changes it.
     typed = " ".join(sys.argv[1:] if args.argv is None else args.argv)
-    overrides = tuple(name for name in ("recognizer_weight",) if "--" + name.replace("_", "-") in typed)
+    flags = {word.split("=")[0] for word in typed.split()}
+    overrides = tuple(f.name for f in dataclasses.fields(StyleTrainConfig)
+                      if f.name != "steps" and {"--" + f.name.replace("_", "-"), "--no-" + f.name.replace("_", "-")} & flags)
     model, config = config_from_args(StyleGenConfig, args), config_from_args(StyleTrainConfig, args)
     if args.init:  # the warm start's own configs, but for the steps and the weights typed here
         from core.training.stylegen import warm_start_configs
