@@ -130,6 +130,15 @@ def _export_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stylegen_warm_start(args: argparse.Namespace) -> int:
+    """A StyleGen run's last.safetensors as a committable warm start (no optimizer state, half precision)."""
+    from core.training.stylegen import warm_start_from_checkpoint
+
+    result = warm_start_from_checkpoint(args.source, args.out)
+    sys.stdout.write(json.dumps({"event": "exported", "out": args.out, **result}) + "\n")
+    return 0
+
+
 def _paths(parser: argparse.ArgumentParser, resume: bool = True) -> None:
     parser.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, exported weights")
@@ -193,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
     p.set_defaults(run=_motion_photo_gain)
+
+    w = sub.add_parser("stylegen-warm-start", help="a StyleGen run's last.safetensors as a warm start (< 10 MB)")
+    w.add_argument("source", help="the run folder's last.safetensors")
+    w.add_argument("out", help="e.g. weights/wip/stylegen_warm_start.safetensors")
+    w.set_defaults(run=_stylegen_warm_start)
 
     x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
     x.add_argument("source")

@@ -132,7 +132,8 @@ def test_weighted_frechet_equals_repeating_rows():
 
 
 def test_class_weights_and_within_class_spread():
-    from core.training.stylegen_monitor import class_weights, within_class_spread
+    from core.metrics import class_weights
+    from core.training.stylegen_monitor import within_class_spread
 
     labels = np.array([0, 0, 0, 1, -1])
     w = class_weights(labels, 2)
@@ -157,3 +158,34 @@ def test_train_command_passes_typed_fields_over_a_warm_start(monkeypatch, tmp_pa
     assert seen["config"].g_au_weight == 5.0 and seen["config"].class_matched is False
     assert seen["config"].lr == TINY_TRAIN.lr  # not typed: the warm start's value
     assert set(seen["overrides"]) == {"g_au_weight", "class_matched"}
+
+
+def test_a_run_checkpoint_becomes_the_same_warm_start_as_the_trainer_writes(tmp_path):
+    from core.weights import read_safetensors
+
+    trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
+    trainer.train_step(torch.autocast("cpu", enabled=False))
+    st.save_checkpoint(tmp_path / "last.safetensors", trainer)
+    st.export_warm_start(tmp_path / "a.safetensors", trainer)
+    assert st.warm_start_from_checkpoint(tmp_path / "last.safetensors", tmp_path / "b.safetensors")["step"] == 1
+    a, meta_a = read_safetensors(tmp_path / "a.safetensors")
+    b, meta_b = read_safetensors(tmp_path / "b.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # no optimizer state, no rng
+    assert meta_a == meta_b
+    fresh = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
+    st.load_warm_start(fresh, tmp_path / "b.safetensors")
+    assert fresh.step == 1
+
+
+def test_class_weighting_removes_a_difference_of_class_mix_only():
+    from core.metrics import class_weights, frechet_distance
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    uniform = np.repeat([0, 1, 2], 2000)  # like the generated faces: classes uniform
+    skewed = np.repeat([0, 1, 2], [4000, 1500, 500])  # like FER+ test faces: one class dominates
+    a = centres[uniform] + rng.normal(size=(len(uniform), 2))
+    b = centres[skewed] + rng.normal(size=(len(skewed), 2))
+    assert frechet_distance(a, b) > 3  # the same classes, drawn alike, yet far apart
+    assert frechet_distance(a, b, class_weights(skewed, 3)) < 0.1
+    assert frechet_distance(b, a, weights_a=class_weights(skewed, 3)) < 0.1

@@ -218,14 +218,28 @@ WARM_START_KIND = "stylegen_warm_start"
 def export_warm_start(path: Path, trainer: Trainer) -> None:
     """A run's state small enough to commit (< 10 MB): EMA G, D and E in half precision, the step and configs;
     no optimizer state. `train(init=path)` continues from it (G restarts from its EMA, optimizers fresh)."""
+    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    _write_warm_start(path, tensors, {"model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
+                                      "class_aus": trainer.pools.class_aus, "step": trainer.step})
+
+
+def warm_start_from_checkpoint(source, path) -> dict:
+    """export_warm_start of a run folder's last.safetensors (save_checkpoint), without building the nets."""
+    from core.weights import read_safetensors
+
+    tensors, meta = read_safetensors(source)
+    kept = {k: v for k, v in tensors.items() if k.split(".")[0] in ("g_ema", "d", "e")}
+    info = {k: meta[k] for k in ("model_config", "train_config", "class_aus", "step")}
+    _write_warm_start(path, kept, info)
+    return {"step": info["step"], "bytes": Path(path).stat().st_size}
+
+
+def _write_warm_start(path, tensors: dict, info: dict) -> None:
     from core.weights import FORMAT_VERSION, save_safetensors
 
-    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
-    tensors = {f"{name}.{k}": v.half() if v.is_floating_point() else v
-               for name, net in nets.items() for k, v in net.state_dict().items()}
-    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION,
-                                     "model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
-                                     "class_aus": trainer.pools.class_aus, "step": trainer.step})
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION, **info})
 
 
 def load_warm_start(trainer: Trainer, path) -> None:

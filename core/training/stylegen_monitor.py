@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from core.labels import EXPRESSIONS
+from core.metrics import class_weights
+
 
 
 def generate_uniform(synth, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -27,12 +29,6 @@ def frechet(a: np.ndarray, b: np.ndarray, recognizer=None) -> float:
     recognizer = recognizer or get_recognizer()
     return float(frechet_distance(embeddings(recognizer, np.asarray(a, np.uint8)),
                                   embeddings(recognizer, np.asarray(b, np.uint8))))
-
-
-def class_weights(labels: np.ndarray, num_classes: int = len(EXPRESSIONS)) -> np.ndarray:
-    """Per-face weights giving every class the same total (label -1: no class, weight 0)."""
-    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(float)
-    return np.where(labels >= 0, 1.0 / np.maximum(counts[np.maximum(labels, 0)], 1), 0.0)
 
 
 def within_class_spread(faces: np.ndarray, classes: np.ndarray, per_class: int = 64) -> float:
