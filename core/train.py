@@ -135,6 +135,10 @@ def _stylegen_warm_start(args: argparse.Namespace) -> int:
     from core.training.stylegen import warm_start_from_checkpoint
 
     result = warm_start_from_checkpoint(args.source, args.out)
+    if args.generator:
+        from core.training.stylegen import generator_from_checkpoint
+
+        result["generator"] = {"out": args.generator, **generator_from_checkpoint(args.source, args.generator)}
     sys.stdout.write(json.dumps({"event": "exported", "out": args.out, **result}) + "\n")
     return 0
 
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("stylegen-warm-start", help="a StyleGen run's last.safetensors as a warm start (< 10 MB)")
     w.add_argument("source", help="the run folder's last.safetensors")
     w.add_argument("out", help="e.g. weights/wip/stylegen_warm_start.safetensors")
+    w.add_argument("--generator", default=None, help="also its EMA G + E as an inference file, to measure")
     w.set_defaults(run=_stylegen_warm_start)
 
     x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")

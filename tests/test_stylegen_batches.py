@@ -189,3 +189,19 @@ def test_class_weighting_removes_a_difference_of_class_mix_only():
     assert frechet_distance(a, b) > 3  # the same classes, drawn alike, yet far apart
     assert frechet_distance(a, b, class_weights(skewed, 3)) < 0.1
     assert frechet_distance(b, a, weights_a=class_weights(skewed, 3)) < 0.1
+
+
+def test_the_warm_start_command_also_writes_the_generator_of_the_same_step(tmp_path):
+    import core.train as cli
+    from core.synthesizer import Synthesizer
+
+    trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
+    trainer.train_step(torch.autocast("cpu", enabled=False))
+    st.save_checkpoint(tmp_path / "last.safetensors", trainer)
+    st.export(tmp_path / "direct.safetensors", trainer)
+    argv = ["stylegen-warm-start", str(tmp_path / "last.safetensors"), str(tmp_path / "warm.safetensors"),
+            "--generator", str(tmp_path / "g.safetensors")]
+    assert cli.main(argv) == 0
+    ours, theirs = (Synthesizer.load(path=tmp_path / n, device="cpu") for n in ("g.safetensors", "direct.safetensors"))
+    assert ours.metadata["step"] == 1
+    assert np.array_equal(ours.generate({"anger": 1.0}, seed=2, n=3), theirs.generate({"anger": 1.0}, seed=2, n=3))

@@ -235,6 +235,19 @@ def warm_start_from_checkpoint(source, path) -> dict:
     return {"step": info["step"], "bytes": Path(path).stat().st_size}
 
 
+def generator_from_checkpoint(source, path) -> dict:
+    """export() of a run folder's last.safetensors: its EMA G and E as an inference file (Synthesizer.load reads
+    it), so a warm start and the generator measured from it are the same step."""
+    from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
+
+    tensors, meta = read_safetensors(source)
+    kept = {("g" + k[len("g_ema"):] if k.startswith("g_ema.") else k): v for k, v in tensors.items()
+            if k.startswith(("g_ema.", "e."))}
+    save_safetensors(path, kept, {"kind": "generator", "version": FORMAT_VERSION, "config": meta["model_config"],
+                                  "class_aus": meta["class_aus"], "step": meta["step"], "train_config": meta["train_config"]})
+    return {"step": meta["step"], "bytes": Path(path).stat().st_size}
+
+
 def _write_warm_start(path, tensors: dict, info: dict) -> None:
     from core.weights import FORMAT_VERSION, save_safetensors
 
