@@ -12,7 +12,6 @@ from core.labels import EXPRESSIONS
 from core.metrics import class_weights
 
 
-
 def generate_uniform(synth, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n new faces, classes uniform (core.evaluation.synthesis.uniform_faces), from seed block `seed`."""
     from core.evaluation.synthesis import uniform_faces
