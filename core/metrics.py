@@ -40,11 +40,24 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between two sets of embeddings [N, D] (each taken as a Gaussian)."""
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_b: np.ndarray | None = None,
+                     weights_a: np.ndarray | None = None) -> float:
+    """Fréchet distance between two sets of embeddings [N, D] (each taken as a Gaussian).
+
+    weights_a [N], weights_b [M]: rows weighted (e.g. to give a set another class mix without repeating faces)."""
     from scipy import linalg
 
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    def moments(x, w):
+        if w is None:
+            return x.mean(axis=0), np.cov(x, rowvar=False)
+        return x.T @ (w / w.sum()), np.cov(x, rowvar=False, aweights=w)
+
+    (mu_a, cov_a), (mu_b, cov_b) = moments(a, weights_a), moments(b, weights_b)
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+
+
+def class_weights(labels: np.ndarray, num_classes: int = 8) -> np.ndarray:
+    """Per-face weights giving every class the same total (label -1: no class, weight 0)."""
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(float)
+    return np.where(labels >= 0, 1.0 / np.maximum(counts[np.maximum(labels, 0)], 1), 0.0)

@@ -160,10 +160,16 @@ class Synthesizer:
 
     @classmethod
     def load(cls, name: str = "generator", path=None, device: str = "auto") -> Synthesizer:
-        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes)."""
+        """Shipped weights by name (sha256-checked), or a safetensors file from `path` (as save() writes, or a
+        StyleGen export of core/training/stylegen.py: its metadata's config says arch "stylegen")."""
         from core.checkpoint import load_generator
         from core.device import resolve_device
 
+        if path is not None:
+            from core.models import stylegen
+
+            if stylegen.is_stylegen_file(path):
+                return stylegen.load_synthesizer(path, device=str(resolve_device(device)))
         g, e, d, metadata = load_generator(name, path)
         return cls(g, e, metadata.get("class_aus", {}), resolve_device(device),
                    source=str(path) if path else f"shipped:{name}", d=d, metadata=metadata)

@@ -85,9 +85,11 @@ def _stylegen(args: argparse.Namespace) -> int:
     from core.models.stylegen import StyleGenConfig
     from core.training.stylegen import StyleTrainConfig, train
 
-    # On --resume the stored train config wins; a loss weight typed on this command line changes it mid-run.
+    # On --resume (and --init) the stored train config wins; a field typed on this command line changes it.
     typed = " ".join(sys.argv[1:] if args.argv is None else args.argv)
-    overrides = tuple(name for name in ("recognizer_weight",) if "--" + name.replace("_", "-") in typed)
+    flags = {word.split("=")[0] for word in typed.split()}
+    overrides = tuple(f.name for f in dataclasses.fields(StyleTrainConfig)
+                      if f.name != "steps" and {"--" + f.name.replace("_", "-"), "--no-" + f.name.replace("_", "-")} & flags)
     model, config = config_from_args(StyleGenConfig, args), config_from_args(StyleTrainConfig, args)
     if args.init:  # the warm start's own configs, but for the steps and the weights typed here
         from core.training.stylegen import warm_start_configs
@@ -125,6 +127,19 @@ def _export_generator(args: argparse.Namespace) -> int:
     synth = Synthesizer.load(path=args.source, device="cpu")
     synth.save(Path(args.out))
     sys.stdout.write(json.dumps({"event": "exported", "out": args.out, "step": synth.metadata.get("step")}) + "\n")
+    return 0
+
+
+def _stylegen_warm_start(args: argparse.Namespace) -> int:
+    """A StyleGen run's last.safetensors as a committable warm start (no optimizer state, half precision)."""
+    from core.training.stylegen import warm_start_from_checkpoint
+
+    result = warm_start_from_checkpoint(args.source, args.out)
+    if args.generator:
+        from core.training.stylegen import generator_from_checkpoint
+
+        result["generator"] = {"out": args.generator, **generator_from_checkpoint(args.source, args.generator)}
+    sys.stdout.write(json.dumps({"event": "exported", "out": args.out, **result}) + "\n")
     return 0
 
 
@@ -191,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
     p.set_defaults(run=_motion_photo_gain)
+
+    w = sub.add_parser("stylegen-warm-start", help="a StyleGen run's last.safetensors as a warm start (< 10 MB)")
+    w.add_argument("source", help="the run folder's last.safetensors")
+    w.add_argument("out", help="e.g. weights/wip/stylegen_warm_start.safetensors")
+    w.add_argument("--generator", default=None, help="also its EMA G + E as an inference file, to measure")
+    w.set_defaults(run=_stylegen_warm_start)
 
     x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
     x.add_argument("source")

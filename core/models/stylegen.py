@@ -124,19 +124,39 @@ class MappingNet(nn.Module):
         return self.layers(torch.cat([unit(z), unit(self.embed(cond))], dim=1))
 
 
+class NoiseInput(nn.Module):
+    """StyleGAN's per-pixel noise after a conv, with a learned strength that starts at 0 (files saved before it
+    existed load unchanged). Training draws fresh noise (from `gen` when given); inference uses one fixed map
+    per layer, so a seed always gives the same face."""
+
+    def __init__(self, side: int, seed: int = 0):
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros(()))
+        fixed = torch.randn(1, 1, side, side, generator=torch.Generator().manual_seed(1000 * side + seed))
+        self.register_buffer("fixed", fixed, persistent=False)
+
+    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.training:
+            noise = torch.randn(len(h), 1, *h.shape[2:], generator=gen).to(h)
+        else:
+            noise = self.fixed.to(h)
+        return h + self.strength.to(h) * noise
+
+
 class SynthesisBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, w_dim: int, upsample: bool):
+    def __init__(self, c_in: int, c_out: int, w_dim: int, upsample: bool, side: int):
         super().__init__()
         self.upsample = upsample
         self.conv1 = ModConv(c_in, c_out, 3, w_dim)
         self.conv2 = ModConv(c_out, c_out, 3, w_dim)
+        self.noise1, self.noise2 = NoiseInput(side, 1), NoiseInput(side, 2)
         self.to_grey = ModConv(c_out, 1, 1, w_dim, demodulate=False)
 
-    def forward(self, h, img, w):
+    def forward(self, h, img, w, gen=None):
         if self.upsample:
             h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
-        h = F.leaky_relu(self.conv1(h, w), 0.2) * math.sqrt(2)
-        h = F.leaky_relu(self.conv2(h, w), 0.2) * math.sqrt(2)
+        h = F.leaky_relu(self.noise1(self.conv1(h, w), gen), 0.2) * math.sqrt(2)
+        h = F.leaky_relu(self.noise2(self.conv2(h, w), gen), 0.2) * math.sqrt(2)
         grey = self.to_grey(h, w)
         if img is not None:  # skip architecture: each scale refines the upsampled image
             grey = grey + F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False)
@@ -152,18 +172,28 @@ class StyleGenerator(nn.Module):
         c = config.g_channels
         self.mapping = MappingNet(config)
         self.const = nn.Parameter(torch.randn(1, c[0], config.start, config.start))
-        self.blocks = nn.ModuleList([SynthesisBlock(c[0], c[0], config.w_dim, upsample=False)] + [
-            SynthesisBlock(a, b, config.w_dim, upsample=True) for a, b in zip(c[:-1], c[1:])])
+        sides = [config.start * 2 ** i for i in range(len(c))]
+        self.blocks = nn.ModuleList([SynthesisBlock(c[0], c[0], config.w_dim, upsample=False, side=sides[0])] + [
+            SynthesisBlock(a, b, config.w_dim, upsample=True, side=s) for a, b, s in zip(c[:-1], c[1:], sides[1:])])
 
-    def synthesize(self, w: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, w: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         h, img = self.const.expand(len(w), -1, -1, -1), None
         for block in self.blocks:
-            h, img = block(h, img, w)
+            h, img = block(h, img, w, noise)
         # No tanh while training (StyleGAN2: linear output); inference stays in the [-1, 1] contract.
         return img if self.training else img.clamp(-1, 1)
 
-    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.synthesize(self.mapping(z, cond))
+    def forward(self, z: torch.Tensor, cond: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
+        """noise: the torch.Generator that training's per-pixel noise is drawn from (exact resume)."""
+        return self.synthesize(self.mapping(z, cond), noise)
+
+
+def load_generator_state(g: StyleGenerator, state: dict) -> None:
+    """G's weights from a file; one saved before the noise inputs existed gets them at strength 0 (as new)."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = g.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith(".strength") for k in missing):
+        raise RuntimeError(f"generator weights do not fit: missing {missing}, unexpected {unexpected}")
 
 
 class DownBlock(nn.Module):
@@ -275,6 +305,16 @@ def recognizer_hinge(logits: torch.Tensor, classes: torch.Tensor, margin: float 
     return F.relu(math.log(margin) - log_p).mean()
 
 
+def diversity_hinge(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Batches of pairs (row i with row i + n/2): fake pairs share a condition and differ in z, real pairs share
+    a class. Zero once G's pairs differ (mean L1 per pixel, over the batch) at least as much as the real pairs:
+    it asks for the variety real faces of a class have, never more (Mao et al. 2019 reward any variety)."""
+    half = len(fake) // 2
+    spread = (fake[:half].float() - fake[half : 2 * half].float()).abs().mean()
+    target = (real[:half].float() - real[half : 2 * half].float()).abs().mean().detach()
+    return F.relu(target - spread)
+
+
 def latent_cycle(z_pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (z_pred.float() - z.float()).abs().mean()
 
@@ -304,6 +344,21 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def is_stylegen_file(path) -> bool:
+    """Whether a safetensors file holds a StyleGen generator export (reads only its header; False when the
+    file is missing or unreadable, so the caller's own loader reports that)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = json.loads((f.metadata() or {}).get("config", "{}"))
+    except Exception:  # not a file, not safetensors, or metadata not JSON: not ours to judge
+        return False
+    return isinstance(config, dict) and config.get("arch") == ARCH
+
+
 def load_synthesizer(path, device: str = "cpu"):
     """A core.synthesizer.Synthesizer around an exported StyleGen file (EMA G + E)."""
     from core.checkpoint import strip_prefix
@@ -316,6 +371,6 @@ def load_synthesizer(path, device: str = "cpu"):
         raise WeightsError(f"{path} does not hold {ARCH} generator weights")
     config = StyleGenConfig.from_dict(meta["config"])
     g, e = StyleGenerator(config), StyleEncoder(config)
-    g.load_state_dict({k: v.float() for k, v in strip_prefix(tensors, "g").items()})
+    load_generator_state(g, strip_prefix(tensors, "g"))
     e.load_state_dict({k: v.float() for k, v in strip_prefix(tensors, "e").items()})
     return Synthesizer(g, e, meta.get("class_aus", {}), torch.device(device), source=str(path), metadata=meta)

@@ -1,4 +1,4 @@
-"""Training of the StyleGen generator (core/stylegen.py): library code behind core/stylegen_cli.py.
+"""Training of the StyleGen generator (core/models/stylegen.py): library code behind `python -m core.train stylegen`.
 
 One iteration: D step (logistic loss on augmented real and fake faces, projection of the condition,
 auxiliary expression / AU heads fitted on real faces), lazy R1 on reals every r1_every steps, G step
@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from core.labels import EXPRESSIONS
 from core.models import stylegen as sg
+from core.training.stylegen_data import Pools, batch_classes, fake_conditions, load_pools, real_batch
 from core.training.stylegen_losses import d_losses, e_losses, g_losses, r1_losses, total
 
-NEUTRAL = EXPRESSIONS.index("neutral")
+__all__ = ["Pools", "Trainer", "fake_conditions", "load_pools", "real_batch", "train"]
 
 
 @dataclass
@@ -41,12 +40,22 @@ class StyleTrainConfig:
     ema_rampup: float = 0.05  # early on, the half-life is at most this share of the images seen
     d_expression_weight: float = 1.0  # D's heads on real faces
     d_au_weight: float = 10.0
-    g_expression_weight: float = 0.5  # D's heads reading fakes, for G
-    g_au_weight: float = 10.0
+    # D's heads reading fakes, for G (an auxiliary classifier's term pulls G towards faces of its class that are
+    # easiest to read, i.e. less varied); the first run (to step 3,169) used 0.5 and 10
+    g_expression_weight: float = 0.25
+    g_au_weight: float = 5.0
     # hinge, zero once the recognizer reads the class at p >= 0.5; off: at 0.3 (steps 2000-2425) the faces
     # collapsed to one per class and the Frechet distance rose from 11.8 to 17.5
     recognizer_weight: float = 0.0
     recognizer_start: int = 2000  # ... switched on after this step, when G draws faces
+    # real and fake faces of a D batch share classes drawn ~ n_k ** class_temper (core/training/stylegen_data.py);
+    # class_matched off: the first run's scheme (real faces at FER+'s frequencies, fakes uniform)
+    class_matched: bool = True
+    class_temper: float = 0.5
+    # hinge pulling the mean L1 between two faces of one condition (two z) up to that of two real faces of the
+    # class (zero once G's faces of a class are as varied as real ones); the first run collapsed to one face per class
+    # (needs class_matched: it makes the pairs)
+    diversity_weight: float = 1.0
     onehot_share: float = 0.5  # fake conditions: one-hot expression (the Synthesizer's) vs a real face's votes
     au_perturb: float = 0.25  # share of fake conditions with some AUs re-drawn (teaches AU sliders)
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
@@ -60,73 +69,6 @@ class StyleTrainConfig:
     export_minutes: float = 17.0
     metric_faces: int = 1000
     log_every: int = 50
-
-
-# ---------------------------------------------------------------- data
-
-@dataclass
-class Pools:
-    images: torch.Tensor  # uint8 [N, 48, 48]
-    targets: torch.Tensor  # [N, 8] FER+ vote distributions
-    aus: torch.Tensor  # [N, 17] measured (class-typical where no mesh)
-    au_known: torch.Tensor  # [N] bool
-    by_class: list[torch.Tensor]  # per class: rows with a measured mesh
-    class_aus: dict  # typical AUs per expression (the Synthesizer's default AU condition)
-
-
-def load_pools(data_dir, au_cache) -> Pools:
-    from core.face.aus import consistent_aus
-    from core.training.data import load_split
-    from core.training.generator import class_mean_aus, load_au_targets
-    from core.training.recognizer import trainable_index
-
-    full = load_split(data_dir, "train")
-    aus_full = load_au_targets(data_dir, "train", au_cache, full.images)  # the cache indexes the full split
-    keep = trainable_index(full)
-    train, aus_np = full.subset(keep), aus_full[keep]
-    labels = train.soft_targets.argmax(axis=1)
-    class_aus = class_mean_aus(aus_np, labels)
-    known = np.isfinite(aus_np[:, 0])
-    typical = consistent_aus(np.array([class_aus[EXPRESSIONS[k]] for k in labels], np.float32))
-    aus = torch.from_numpy(np.where(np.isfinite(aus_np), aus_np, typical)).float()
-    by_class = [torch.from_numpy(np.flatnonzero((labels == k) & known)) for k in range(len(EXPRESSIONS))]
-    by_class = [p if len(p) else torch.from_numpy(np.flatnonzero(labels == k)) for k, p in enumerate(by_class)]
-    return Pools(torch.from_numpy(train.images), torch.from_numpy(train.soft_targets), aus,
-                 torch.from_numpy(known), by_class, class_aus)
-
-
-def real_batch(pools: Pools, n: int, gen: torch.Generator):
-    """Real faces in G's range and their conditions (own votes, measured AUs)."""
-    from core.models.generator import condition_from_targets, to_generator_range
-
-    index = torch.randint(0, len(pools.images), (n,), generator=gen)
-    cond = condition_from_targets(pools.targets[index], pools.aus[index])
-    return to_generator_range(pools.images[index]), cond, pools.targets[index], pools.aus[index], pools.au_known[index]
-
-
-def fake_conditions(pools: Pools, n: int, gen: torch.Generator, tc: StyleTrainConfig) -> dict:
-    """Conditions for generated faces, classes uniform (so rare classes are learnt too).
-
-    Half are one-hot at a random intensity (what the Synthesizer asks for), half copy a real face's
-    votes; AUs come from a real face of the class, and on au_perturb of them some are re-drawn at
-    random so that G learns to follow an AU apart from its usual expression.
-    """
-    from core.face.aus import consistent_aus
-    from core.models.generator import condition_from_targets, make_condition
-
-    k = torch.randint(0, len(EXPRESSIONS), (n,), generator=gen)
-    rows = torch.stack([p[torch.randint(0, len(p), (1,), generator=gen)][0] for p in (pools.by_class[i] for i in k)])
-    aus = pools.aus[rows].clone()
-    perturbed = torch.rand(n, generator=gen) < tc.au_perturb
-    redraw = (torch.rand(n, aus.shape[1], generator=gen) < 0.3) & perturbed[:, None]
-    aus = consistent_aus(torch.where(redraw, torch.rand(aus.shape, generator=gen), aus))
-    onehot = torch.rand(n, generator=gen) < tc.onehot_share
-    full = torch.rand(n, generator=gen) < 0.5
-    intensity = torch.where(full, torch.ones(n), 0.3 + 0.7 * torch.rand(n, generator=gen))
-    cond = torch.where(onehot[:, None], make_condition(F.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus),
-                       condition_from_targets(pools.targets[rows], aus))
-    readable = onehot & ~perturbed & (intensity > 0.7)  # the recognizer hinge judges only these
-    return {"cond": cond, "classes": k, "perturbed": perturbed, "readable": readable}
 
 
 # ---------------------------------------------------------------- losses (dicts of named terms)
@@ -170,11 +112,13 @@ class Trainer:
 
     def train_step(self, amp) -> dict:
         tc, gen = self.tc, self.gen
-        real, real_cond, targets, aus, known = real_batch(self.pools, tc.batch_size, gen)
-        info = fake_conditions(self.pools, tc.batch_size, gen, tc)
+        classes = None if not tc.class_matched else batch_classes(self.pools, tc.batch_size, gen, tc.class_temper)
+        real, real_cond, targets, aus, known = real_batch(self.pools, tc.batch_size, gen, classes)
+        info = fake_conditions(self.pools, tc.batch_size, gen, tc, classes)
+        info["real"] = real
         z = torch.randn(tc.batch_size, self.mc.z_dim, generator=gen)
         with amp:
-            fake = self.g(z, info["cond"])  # one forward feeds both steps
+            fake = self.g(z, info["cond"], noise=gen)  # one forward feeds both steps
             d_terms = d_losses(self.d, real, real_cond, targets, aus, known, fake.detach(), info["cond"], info, gen, tc)
         self.opt_d.zero_grad(set_to_none=True)
         total(d_terms).backward()
@@ -274,14 +218,41 @@ WARM_START_KIND = "stylegen_warm_start"
 def export_warm_start(path: Path, trainer: Trainer) -> None:
     """A run's state small enough to commit (< 10 MB): EMA G, D and E in half precision, the step and configs;
     no optimizer state. `train(init=path)` continues from it (G restarts from its EMA, optimizers fresh)."""
+    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    _write_warm_start(path, tensors, {"model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
+                                      "class_aus": trainer.pools.class_aus, "step": trainer.step})
+
+
+def warm_start_from_checkpoint(source, path) -> dict:
+    """export_warm_start of a run folder's last.safetensors (save_checkpoint), without building the nets."""
+    from core.weights import read_safetensors
+
+    tensors, meta = read_safetensors(source)
+    kept = {k: v for k, v in tensors.items() if k.split(".")[0] in ("g_ema", "d", "e")}
+    info = {k: meta[k] for k in ("model_config", "train_config", "class_aus", "step")}
+    _write_warm_start(path, kept, info)
+    return {"step": info["step"], "bytes": Path(path).stat().st_size}
+
+
+def generator_from_checkpoint(source, path) -> dict:
+    """export() of a run folder's last.safetensors: its EMA G and E as an inference file (Synthesizer.load reads
+    it), so a warm start and the generator measured from it are the same step."""
+    from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
+
+    tensors, meta = read_safetensors(source)
+    kept = {("g" + k[len("g_ema"):] if k.startswith("g_ema.") else k): v for k, v in tensors.items()
+            if k.startswith(("g_ema.", "e."))}
+    save_safetensors(path, kept, {"kind": "generator", "version": FORMAT_VERSION, "config": meta["model_config"],
+                                  "class_aus": meta["class_aus"], "step": meta["step"], "train_config": meta["train_config"]})
+    return {"step": meta["step"], "bytes": Path(path).stat().st_size}
+
+
+def _write_warm_start(path, tensors: dict, info: dict) -> None:
     from core.weights import FORMAT_VERSION, save_safetensors
 
-    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
-    tensors = {f"{name}.{k}": v.half() if v.is_floating_point() else v
-               for name, net in nets.items() for k, v in net.state_dict().items()}
-    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION,
-                                     "model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
-                                     "class_aus": trainer.pools.class_aus, "step": trainer.step})
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION, **info})
 
 
 def load_warm_start(trainer: Trainer, path) -> None:
@@ -292,7 +263,9 @@ def load_warm_start(trainer: Trainer, path) -> None:
     tensors, meta = read_safetensors(path)
     if meta.get("kind") != WARM_START_KIND:
         raise WeightsError(f"{path} is not a StyleGen warm start")
-    for name, net in (("g_ema", trainer.g), ("g_ema", trainer.g_ema), ("d", trainer.d), ("e", trainer.e)):
+    for net in (trainer.g, trainer.g_ema):
+        sg.load_generator_state(net, strip_prefix(tensors, "g_ema"))
+    for name, net in (("d", trainer.d), ("e", trainer.e)):
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in strip_prefix(tensors, name).items()})
     trainer.step = int(meta["step"])  # the EMA ramp and the recognizer's start go on from there
 

@@ -31,6 +31,8 @@ def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     terms = {"g_adv": sg.g_nonsaturating(logit), "g_au": tc.g_au_weight * sg.au_loss(au, cond[:, n_expr + 1:])}
     if bool(keep.any()):  # re-drawn AUs may contradict the class: only the AU head judges those faces
         terms["g_expression"] = tc.g_expression_weight * sg.expression_loss(expr[keep], cond[keep, :n_expr])
+    if tc.diversity_weight > 0 and info.get("paired") and len(fake) >= 2:
+        terms["g_diversity"] = tc.diversity_weight * sg.diversity_hinge(fake, info["real"])
     readable = info["readable"]
     if recognizer is not None and tc.recognizer_weight > 0 and step >= tc.recognizer_start and bool(readable.any()):
         from core.models.generator import random_shift_flip
