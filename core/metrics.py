@@ -57,6 +57,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, weights_b: np.ndarray | None 
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 
+def majority_labels(soft_targets: np.ndarray) -> np.ndarray:
+    """FER+ majority class per face [N], -1 where a face has no votes."""
+    return np.where(soft_targets.sum(axis=1) > 0, soft_targets.argmax(axis=1), -1)
+
+
 def class_weights(labels: np.ndarray, num_classes: int = 8) -> np.ndarray:
     """Per-face weights giving every class the same total (label -1: no class, weight 0)."""
     counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(float)

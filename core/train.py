@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(a, AURegressorTrainConfig)
     a.set_defaults(run=_au_regressor)
 
-    s = sub.add_parser("stylegen", help="train the StyleGAN2-like generator (issue 15, in progress; not shipped)")
+    s = sub.add_parser("stylegen", allow_abbrev=False, help="train the StyleGAN2-like generator (issue 15, in progress; not shipped)")
     _paths(s)
     s.add_argument("--au-cache", default=None, help="landmark cache of `python -m core.aus annotate` (else measured)")
     s.add_argument("--recognizer", default=None, help="recognizer .safetensors (default: the shipped one)")

@@ -9,6 +9,7 @@ import torch
 
 import core.training.stylegen as st
 import core.training.stylegen_data as sd
+from core.errors import WeightsError
 from core.labels import EXPRESSIONS
 from core.models import stylegen as sg
 
@@ -103,7 +104,7 @@ def test_files_saved_before_the_noise_load_with_noise_off():
     fresh = sg.StyleGenerator(TINY)
     sg.load_generator_state(fresh, old)
     assert all(float(b.noise1.strength) == 0 and float(b.noise2.strength) == 0 for b in fresh.blocks)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(WeightsError):
         sg.load_generator_state(fresh, {k: v for k, v in old.items() if not k.startswith("const")})
 
 
@@ -205,3 +206,13 @@ def test_the_warm_start_command_also_writes_the_generator_of_the_same_step(tmp_p
     ours, theirs = (Synthesizer.load(path=tmp_path / n, device="cpu") for n in ("g.safetensors", "direct.safetensors"))
     assert ours.metadata["step"] == 1
     assert np.array_equal(ours.generate({"anger": 1.0}, seed=2, n=3), theirs.generate({"anger": 1.0}, seed=2, n=3))
+
+
+def test_class_matched_batches_must_be_even():
+    import pytest
+
+    from core.training.stylegen import StyleTrainConfig
+
+    with pytest.raises(ValueError, match="even"):
+        StyleTrainConfig(batch_size=5)
+    assert StyleTrainConfig(batch_size=5, class_matched=False).batch_size == 5

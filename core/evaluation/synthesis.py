@@ -118,17 +118,12 @@ def uniform_faces(synth, n: int, base_seed: int) -> tuple[np.ndarray, np.ndarray
     return np.stack(faces), np.repeat(np.arange(len(EXPRESSIONS)), counts)
 
 
-def _majority(soft_targets: np.ndarray) -> np.ndarray:
-    """FER+ majority class per face, -1 where a face has no votes."""
-    return np.where(soft_targets.sum(axis=1) > 0, soft_targets.argmax(axis=1), -1)
-
-
 def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     """n generated faces (expressions uniform over the 8 classes at full strength, random people) against n real
     test faces, beside n real train faces against the same test faces: the Frechet distance in the recognizer's
     embedding and a classifier two-sample test's held-out accuracy (core/evaluation/realism.py)."""
     from core.evaluation.realism import two_sample_test
-    from core.metrics import class_weights
+    from core.metrics import class_weights, majority_labels
     from core.training.data import load_split
 
     rng = np.random.default_rng(0)
@@ -140,7 +135,7 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     e_test, e_train, e_gen = (embeddings(recognizer, x) for x in (test, train, gen))
     # The generated faces' classes are uniform, the test faces' are FER+'s (36% neutral, 0.6% contempt): weighted
     # to a uniform class mix, the real side has the generated side's class mix without repeating faces.
-    w_test, w_train = (class_weights(_majority(s.soft_targets[p])) for s, p in ((test_split, pick_test),
+    w_test, w_train = (class_weights(majority_labels(s.soft_targets[p])) for s, p in ((test_split, pick_test),
                                                                                  (train_split, pick_train)))
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
             "class_weighted": {"generated_vs_test": frechet_distance(e_gen, e_test, w_test),

@@ -142,9 +142,10 @@ class FaceDetector:
         matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
         crop = np.ascontiguousarray(cv2.warpAffine(rgb, matrix, (out, out), flags=cv2.INTER_LINEAR,
                                                    borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)))
+        found = None
         if detection is not None:
             found = self._roi_mesh_graph().landmarks(crop, detection, (rgb.shape[1], rgb.shape[0]), left, top, scale)
-        else:
+        if found is None:  # no detection keypoints (MTCNN), or the mesh from them found nothing: detect in the crop
             result = self._graphs()[1].process(crop)
             found = result.multi_face_landmarks[0] if result.multi_face_landmarks else None
         if found is None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,21 +42,25 @@ class CalibrationConfig:
     batch: int = 64
 
 
+_QUIET_ROOT = threading.Lock()
+
+
 def _quantize(float_path: Path, out_path: Path, cache_path: Path, reader=None, method: str = "Percentile") -> None:
     """quantize_static with the ranges read from (or, given a reader, measured into) the calibration cache file."""
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice: outputs measured the same
-    try:
-        quantize_static(str(float_path), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, method), op_types_to_quantize=list(QUANTIZED_OPS),
-                        calibration_cache_path=str(cache_path))
-    finally:
-        logging.getLogger().setLevel(level)
+    with _QUIET_ROOT:  # the root logger's level is process-wide: two derivations at once must not interleave
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice: outputs measured the same
+        try:
+            quantize_static(str(float_path), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                             calibrate_method=getattr(CalibrationMethod, method),
+                             op_types_to_quantize=list(QUANTIZED_OPS), calibration_cache_path=str(cache_path))
+        finally:
+            logging.getLogger().setLevel(level)
 
 
 class _Crops:
@@ -102,10 +107,16 @@ def ranges_for(weights_sha256: str, path: Path = RANGES_FILE) -> dict | None:
     """The shipped ranges when they were measured on these weights and this export, else None."""
     from core.models.onnx_runtime import EXPORT_VERSION
 
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    path = Path(path)
+    if not path.is_file():
         return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # e.g. a Git LFS pointer or a truncated copy: say so, do not hide it
+        from core.errors import WeightsError
+
+        raise WeightsError(f"{path} is not a readable ranges file ({error}); python -m core.export calibrate "
+                           "measures it again") from error
     if record.get("weights_sha256") != weights_sha256 or record.get("export_version") != EXPORT_VERSION:
         return None
     return record

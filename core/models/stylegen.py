@@ -193,7 +193,9 @@ def load_generator_state(g: StyleGenerator, state: dict) -> None:
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = g.load_state_dict(state, strict=False)
     if unexpected or any(not k.endswith(".strength") for k in missing):
-        raise RuntimeError(f"generator weights do not fit: missing {missing}, unexpected {unexpected}")
+        from core.errors import WeightsError
+
+        raise WeightsError(f"generator weights do not fit: missing {missing}, unexpected {unexpected}")
 
 
 class DownBlock(nn.Module):

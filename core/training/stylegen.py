@@ -70,6 +70,11 @@ class StyleTrainConfig:
     metric_faces: int = 1000
     log_every: int = 50
 
+    def __post_init__(self):
+        if self.class_matched and self.batch_size % 2:
+            raise ValueError(f"class_matched pairs faces i and i + batch_size // 2: batch_size must be even, "
+                             f"not {self.batch_size}")
+
 
 # ---------------------------------------------------------------- losses (dicts of named terms)
 
@@ -172,10 +177,14 @@ class Trainer:
 
     def load_state(self, tensors: dict, meta: dict) -> None:
         from core.checkpoint import strip_prefix
+        from core.models.stylegen import load_generator_state
         from core.training.run_folder import unflatten_optimizer
 
         for name, net in self.nets().items():
-            net.load_state_dict(strip_prefix(tensors, name))
+            if name in ("g", "g_ema"):  # a run folder from before the noise inputs gets them at strength 0
+                load_generator_state(net, strip_prefix(tensors, name))
+            else:
+                net.load_state_dict(strip_prefix(tensors, name))
         for name, opt in self.optimizers().items():
             unflatten_optimizer(opt, strip_prefix(tensors, name), meta[name])
         self.gen.set_state(tensors["rng"])

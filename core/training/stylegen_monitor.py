@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.labels import EXPRESSIONS
-from core.metrics import class_weights
+from core.metrics import class_weights, majority_labels
 
 
 def generate_uniform(synth, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +55,7 @@ class QuickMetrics:
         self.recognizer, self.n = recognizer, n
         self.real = embeddings(recognizer, test.images[pick])
         targets = test.soft_targets[pick]
-        labels = np.where(targets.sum(axis=1) > 0, targets.argmax(axis=1), -1)
+        labels = majority_labels(targets)
         self.weights = class_weights(labels)
         self.real_spread = within_class_spread(test.images[pick], labels)
 
