@@ -63,8 +63,39 @@ def test_landmarks_read_from_the_wire_bytes_equal_the_field_by_field_reading(gra
     fast = landmarks_to_pixels(landmarks, w, h)
     assert fast.dtype == np.float32 and fast.shape == (478, 3)
     np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(landmarks_to_pixels(landmarks.SerializeToString(), w, h), slow)
     landmarks.landmark[5].visibility = 0.5  # another wire layout: the field-by-field path answers
     np.testing.assert_array_equal(landmarks_to_pixels(landmarks, w, h), slow)
+    np.testing.assert_array_equal(landmarks_to_pixels(landmarks.SerializeToString(), w, h), slow)
+
+
+@pytest.mark.integration
+def test_lean_graph_gives_what_the_solution_gives(grace_hopper):
+    import mediapipe as mp
+    from mediapipe.framework.formats.detection_pb2 import Detection
+
+    from core.face.detection import landmarks_to_pixels
+    from core.face.mp_graph import LeanGraph, parse
+
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    h, w = rgb.shape[:2]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        expected = landmarks_to_pixels(mesh.process(rgb).multi_face_landmarks[0], w, h)
+    lean = LeanGraph(mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True))
+    try:
+        (wire,) = lean.run({"image": rgb})["multi_face_landmarks"]
+        np.testing.assert_array_equal(landmarks_to_pixels(wire, w, h), expected)
+        assert lean.run({"image": np.zeros_like(rgb)})["multi_face_landmarks"] == []  # no face: an empty list
+        with pytest.raises(ValueError, match="no input stream"):
+            lean.run({"frame": rgb})
+    finally:
+        lean.close()
+    finder = LeanGraph(mp.solutions.face_detection.FaceDetection(model_selection=1))
+    try:
+        (detection,) = parse(finder.run({"image": rgb})["detections"], Detection)
+        assert detection.score[0] > 0.5 and len(detection.location_data.relative_keypoints) == 6
+    finally:
+        finder.close()
 
 
 @pytest.mark.integration
@@ -151,8 +182,8 @@ def test_mtcnn_used_when_mediapipe_finds_nothing(grace_hopper, monkeypatch):
     detector._graphs()
 
     class NoDetections:
-        def process(self, rgb):
-            return type("R", (), {"detections": None})()
+        def run(self, inputs):
+            return {"detections": []}
 
     monkeypatch.setattr(detector, "_detector", NoDetections())
     monkeypatch.setattr(detector, "_close_detector", NoDetections())

@@ -30,18 +30,20 @@ def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
     import cv2
     import mediapipe as mp
 
+    from core.face.mp_graph import LeanGraph
+
     half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
     out = {}
     for faces in (1, 4):
         for refine in (True, False):
-            mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=faces,
-                                                   refine_landmarks=refine)
+            mesh = LeanGraph(mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=faces,
+                                                             refine_landmarks=refine))
             name = f"mesh_{faces}face{'_refined' if refine else ''}"
-            out[f"{name}_ms"] = _median_ms(lambda m=mesh: m.process(frame), repeats)
-            out[f"{name}_half_frame_ms"] = _median_ms(lambda m=mesh: m.process(half), repeats)
+            out[f"{name}_ms"] = _median_ms(lambda m=mesh: m.run({"image": frame}), repeats)
+            out[f"{name}_half_frame_ms"] = _median_ms(lambda m=mesh: m.run({"image": half}), repeats)
             mesh.close()
-    finder = mp.solutions.face_detection.FaceDetection(model_selection=0)
-    out["short_range_detector_ms"] = _median_ms(lambda: finder.process(frame), repeats)
+    finder = LeanGraph(mp.solutions.face_detection.FaceDetection(model_selection=0))
+    out["short_range_detector_ms"] = _median_ms(lambda: finder.run({"image": frame}), repeats)
     finder.close()
     return out
 

@@ -34,12 +34,15 @@ def _frames(data: str, count: int, seed: int = 1):
 
 def _fit(detector, recognizer, rgb, use_detection: bool):
     """(landmarks, AUs, probabilities, mesh ms) of the largest face, or None."""
+    from mediapipe.framework.formats.detection_pb2 import Detection
+
     from core.face.alignment import align_face
     from core.face.aus import measure_aus
     from core.face.detection import DetectedFace
     from core.face.images import to_grey
+    from core.face.mp_graph import parse
 
-    detections = detector._graphs()[0].process(rgb).detections or []
+    detections = parse(detector._graphs()[0].run({"image": rgb})["detections"], Detection)
     if not detections:
         return None
     h, w = rgb.shape[:2]

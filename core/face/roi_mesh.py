@@ -39,18 +39,21 @@ class RoiMesh:
         from mediapipe.framework import calculator_pb2
         from mediapipe.python.solution_base import SolutionBase
 
+        from core.face.mp_graph import LeanGraph
+
         config = text_format.Parse(_CONFIG, calculator_pb2.CalculatorGraphConfig())
-        self._graph = SolutionBase(graph_config=config, side_inputs={"with_attention": True},
-                                   outputs=["face_landmarks"])
+        self._graph = LeanGraph(SolutionBase(graph_config=config, side_inputs={"with_attention": True},
+                                             outputs=["face_landmarks"]))
 
     def landmarks(self, crop: np.ndarray, detection, photo_size: tuple[int, int], left: float, top: float,
                   scale: float):
-        """NormalizedLandmarkList in `crop` (crop pixel = (photo pixel - (left, top)) * scale), or None.
+        """The serialized NormalizedLandmarkList in `crop` (crop pixel = (photo pixel - (left, top)) * scale),
+        or None.
 
         `detection` is in relative coordinates of the photo (width, height = photo_size), as its detector gave it.
         """
         inside = _into_crop(detection, photo_size, (crop.shape[1], crop.shape[0]), left, top, scale)
-        return self._graph.process({"image": crop, "detection": inside}).face_landmarks
+        return next(iter(self._graph.run({"image": crop, "detection": inside})["face_landmarks"]), None)
 
     def close(self) -> None:
         self._graph.close()

@@ -24,16 +24,18 @@ class StreamDetector:
         quiet_mediapipe()
         import mediapipe as mp
 
+        from core.face.mp_graph import LeanGraph
+
         def mesh(faces: int):
-            return mp.solutions.face_mesh.FaceMesh(
+            return LeanGraph(mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=faces, refine_landmarks=True,  # AUs read the irises
-                min_detection_confidence=min_confidence, min_tracking_confidence=0.5)
+                min_detection_confidence=min_confidence, min_tracking_confidence=0.5))
 
         self.max_faces = max_faces
         self._single = mesh(1)
         self._multi = mesh(max_faces) if max_faces > 1 else None
-        self._finder = (mp.solutions.face_detection.FaceDetection(model_selection=0,
-                                                                 min_detection_confidence=min_confidence)
+        self._finder = (LeanGraph(mp.solutions.face_detection.FaceDetection(model_selection=0,
+                                                                           min_detection_confidence=min_confidence))
                         if max_faces > 1 else None)
         self._use_multi = False
         self._frame = 0
@@ -49,23 +51,22 @@ class StreamDetector:
     def _choose_graph(self, image: np.ndarray) -> None:
         if self._multi is None or self._use_multi or self._frame % CHECK_EVERY:
             return
-        found = self._finder.process(image).detections or []
-        if len(found) > 1:
+        if len(self._finder.run({"image": image})["detections"]) > 1:
             self._use_multi, self._lonely = True, 0
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         self._choose_graph(rgb)
         graph = self._multi if self._use_multi else self._single
-        result = graph.process(rgb)
-        if not result.multi_face_landmarks and self._tracked:
+        found = graph.run({"image": rgb})["multi_face_landmarks"]
+        if not found and self._tracked:
             # Tracking lost a face that moved (its last box missed it): the graph detects on its next call, so
             # that call is this frame's again rather than the next one's (no frame without the face).
-            result = graph.process(rgb)
-        self._tracked = len(result.multi_face_landmarks or [])
+            found = graph.run({"image": rgb})["multi_face_landmarks"]
+        self._tracked = len(found)
         self._frame += 1
         h, w = rgb.shape[:2]
         faces = []
-        for landmarks in result.multi_face_landmarks or []:
+        for landmarks in found:
             points = landmarks_to_pixels(landmarks, w, h)
             faces.append(DetectedFace(box_of(points), points, 1.0, "mesh"))
         faces.sort(key=lambda f: f.area, reverse=True)
