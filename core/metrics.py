@@ -40,7 +40,7 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray, weights_b: np.ndarray | None = None,
+def frechet_distance(a: np.ndarray, b: np.ndarray, *, weights_b: np.ndarray | None = None,
                      weights_a: np.ndarray | None = None) -> float:
     """Fréchet distance between two sets of embeddings [N, D] (each taken as a Gaussian).
 

@@ -236,3 +236,16 @@ def test_supersampled_warp_keeps_pixel_centres():
     ours = warp_grey(grey, matrix, 48).astype(int)
     reference = cv2.resize(grey, (48, 48), interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(ours - reference)[2:-2, 2:-2].max() <= 1
+
+
+def test_aligned_grey_matches_the_warp_of_the_grey_image():
+    from core.face.alignment import aligned_grey, warp_grey
+    from core.face.images import to_grey
+
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    for scale in (0.1, 0.5, 1.5):  # with and without the anti-aliasing supersampling
+        matrix = np.array([[scale, 0.05, -20.0], [-0.05, scale, -10.0]])
+        expected = warp_grey(to_grey(rgb), matrix, 48).astype(int)
+        got = aligned_grey(rgb, matrix, 48)
+        assert got.shape == (48, 48) and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - expected).max() <= 1

@@ -128,8 +128,8 @@ def test_weighted_frechet_equals_repeating_rows():
     repeat = np.array([1] * 10 + [3] * 20)
     expected = frechet_distance(a, np.repeat(b, repeat, axis=0))
     # np.cov with aweights is the weighted covariance; repeating rows changes the ddof correction slightly
-    assert frechet_distance(a, b, repeat.astype(float)) == pytest.approx(expected, rel=0.05)
-    assert frechet_distance(a, b, np.ones(30)) == pytest.approx(frechet_distance(a, b))
+    assert frechet_distance(a, b, weights_b=repeat.astype(float)) == pytest.approx(expected, rel=0.05)
+    assert frechet_distance(a, b, weights_b=np.ones(30)) == pytest.approx(frechet_distance(a, b))
 
 
 def test_class_weights_and_within_class_spread():
@@ -188,7 +188,7 @@ def test_class_weighting_removes_a_difference_of_class_mix_only():
     a = centres[uniform] + rng.normal(size=(len(uniform), 2))
     b = centres[skewed] + rng.normal(size=(len(skewed), 2))
     assert frechet_distance(a, b) > 3  # the same classes, drawn alike, yet far apart
-    assert frechet_distance(a, b, class_weights(skewed, 3)) < 0.1
+    assert frechet_distance(a, b, weights_b=class_weights(skewed, 3)) < 0.1
     assert frechet_distance(b, a, weights_a=class_weights(skewed, 3)) < 0.1
 
 

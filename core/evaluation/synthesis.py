@@ -138,8 +138,8 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     w_test, w_train = (class_weights(majority_labels(s.soft_targets[p])) for s, p in ((test_split, pick_test),
                                                                                  (train_split, pick_train)))
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
-            "class_weighted": {"generated_vs_test": frechet_distance(e_gen, e_test, w_test),
-                               "train_vs_test": frechet_distance(e_train, e_test, w_test, w_train)},
+            "class_weighted": {"generated_vs_test": frechet_distance(e_gen, e_test, weights_b=w_test),
+                               "train_vs_test": frechet_distance(e_train, e_test, weights_b=w_test, weights_a=w_train)},
             "two_sample": {"generated_vs_test": two_sample_test(gen, test, seed=0),
                            "train_vs_test": two_sample_test(train, test, seed=0)},
             "n": n, "classes": "uniform over the 8 expressions", "features": "recognizer penultimate (embed) layer"}

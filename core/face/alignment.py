@@ -98,6 +98,15 @@ def warp_grey(grey: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def aligned_grey(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """warp_grey of an RGB image: the warp first, then the luma of the small result (a whole photo turned
+    grey to cut out one face cost about 30 ms per crop on a 40-MP photo). Within a grey level of
+    warp_grey(to_grey(rgb), ...)."""
+    from core.face.images import to_grey
+
+    return to_grey(warp_grey(rgb, matrix, size))
+
+
 def align_face(grey: np.ndarray, face: DetectedFace, size: int = 48) -> np.ndarray:
     """uint8 grey crop [size, size] of one face in FER2013 framing."""
     if face.has_landmarks:

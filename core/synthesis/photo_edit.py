@@ -212,9 +212,8 @@ class PhotoEditor:
 
     # -- one face
     def _edit_face(self, out: np.ndarray, face, request: Request, notes: list[str]) -> FaceEdit:
-        from core.face.alignment import alignment_matrix, warp_grey
+        from core.face.alignment import aligned_grey, alignment_matrix
         from core.face.aus import measure_aus
-        from core.face.images import to_grey
         from core.face.warp import backward_field, box_window, face_region, soft_face_mask, warp_region
 
         current = measure_aus(face.landmarks, self.calibration)
@@ -247,16 +246,15 @@ class PhotoEditor:
                                       (source_probs, current), (target_probs, drawn), request.appearance,
                                       (goal, request.guidance))
         out[region.y0:region.y1, region.x0:region.x1] = warped
-        crop = warp_grey(to_grey(out), alignment_matrix(moved, 48), 48)
+        crop = aligned_grey(out, alignment_matrix(moved, 48), 48)
         return FaceEdit(face.box, face.landmarks, moved, current, target, crop, notes)
 
     def _probs(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The recognizer's reading of the face as it is: the generator's source condition."""
-        from core.face.alignment import alignment_matrix, warp_grey
-        from core.face.images import to_grey
+        from core.face.alignment import aligned_grey, alignment_matrix
 
         size = self.recognizer.config.input_size
-        crop = warp_grey(to_grey(rgb), alignment_matrix(landmarks, size), size)
+        crop = aligned_grey(rgb, alignment_matrix(landmarks, size), size)
         # one pass, no mirror: a condition for the generator, not a reported reading (the runtime the
         # live path uses: ONNX Runtime when present)
         return self.recognizer.predict_crops(crop[None], mirror=False)[0].astype(np.float64)

@@ -71,7 +71,7 @@ class QuickMetrics:
         read = self.recognizer.predict_crops(faces).argmax(axis=1) == classes
         per_class = {name: round(float(read[classes == k].mean()), 3) for k, name in enumerate(EXPRESSIONS)}
         return {"frechet": round(frechet_distance(fake, self.real), 3),
-                "frechet_class_weighted": round(frechet_distance(fake, self.real, self.weights), 3),
+                "frechet_class_weighted": round(frechet_distance(fake, self.real, weights_b=self.weights), 3),
                 "recognizer_reads": round(float(read.mean()), 3), "per_class": per_class,
                 "spread": round(within_class_spread(faces, classes), 4), "real_spread": round(self.real_spread, 4),
                 "faces": int(len(faces)), "seconds": round(time.time() - started, 1)}
