@@ -101,7 +101,10 @@ def test_lean_graph_gives_what_the_solution_gives(grace_hopper):
 @pytest.mark.integration
 def test_photo_mesh_starts_from_the_detection_and_lands_where_the_re_detecting_mesh_does(grace_hopper):
     rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
-    detector = FaceDetector("photo")
+    default = FaceDetector("photo")
+    (plain,) = default.detect(rgb)
+    assert default._roi_mesh is None and plain.has_landmarks  # by default the mesh detects the face in the crop
+    detector = FaceDetector("photo", mesh_from_detection=True)
     (face,) = detector.detect(rgb)
     assert detector._roi_mesh is not None and face.has_landmarks  # the ROI graph fitted it
     # the FaceMesh solution on the same crop, detecting the face again (the path MTCNN's boxes still take)

@@ -68,7 +68,8 @@ def bench_photo_mesh(data: str, faces: int = 300) -> dict:
     from core import get_recognizer
     from core.face.detection import FaceDetector
 
-    recognizer, detector = get_recognizer(), FaceDetector("photo")
+    # both ways on one detector: _fit passes the detection, or None to re-detect in the crop
+    recognizer, detector = get_recognizer(), FaceDetector("photo", mesh_from_detection=True)
     rows = {"between": [], "floor_detection": [], "floor_redetect": []}
     ms = {True: [], False: []}
     correct = {True: [], False: []}
