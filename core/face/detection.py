@@ -46,10 +46,11 @@ class FaceDetector:
     """Every face in an image, largest first.
 
     mode="photo": full-range detector, then the mesh fitted on each face's crop; MTCNN when
-    MediaPipe finds nothing. mesh_from_detection: the mesh starts from the detector's own detection
-    (core/face/roi_mesh.py, 1.7 ms a face faster) instead of the FaceMesh solution detecting the face again
-    in the crop; off by default: the AUs it reads follow an edit less faithfully (docs/limits.md). mode="video": the mesh's own short-range detection and tracking over
+    MediaPipe finds nothing. mode="video": the mesh's own short-range detection and tracking over
     consecutive frames of one stream (fast; no MTCNN; core/face/stream_detection.py).
+    mesh_from_detection (photo): the mesh starts from the detector's own detection (core/face/roi_mesh.py,
+    1.7 ms a face faster) instead of the FaceMesh solution detecting the face again in the crop; off by
+    default, as the AUs read on it followed a photo edit's lips less faithfully (docs/limits.md).
     """
 
     def __init__(self, mode: str = "photo", max_faces: int = 10, min_confidence: float = 0.5, use_mtcnn: bool = True,

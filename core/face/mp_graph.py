@@ -4,7 +4,8 @@ MediaPipe's SolutionBase.process builds a new namedtuple class and parses every 
 messages on each call; the face pipeline then reads the landmarks back out of their wire bytes
 (core.face.detection.landmarks_to_pixels). On a tracked 640x480 frame that was 0.4-1.0 ms of a 4-5 ms mesh
 call (`python -m core.bench live`, docs/limits.md). LeanGraph feeds a solution's graph the same packets with
-the same timestamps and hands back the outputs' serialized bytes.
+the same timestamps and hands back the outputs' serialized bytes. It reaches into SolutionBase's attributes
+(mediapipe is pinned; tests/test_faces.py checks that it gives what the solution gives).
 """
 
 from __future__ import annotations
