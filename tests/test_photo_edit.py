@@ -204,3 +204,15 @@ def test_guidance_climbs_a_second_recognizer(editor):
 
     guide = editor.guide_recognizer
     assert guide is not editor.recognizer and guide.weights_sha256 == REGISTRY["edit_guide"].sha256
+
+
+def test_warp_only_aus_get_no_generator_change(editor, photo):
+    """A slider edit of AU14 or AU12 alone is the warp alone: the generator's two draws share their condition, and
+    its source draw is not moved by those AUs' motion (moving it left that motion in the difference, reversed)."""
+    for au in ("AU14", "AU12"):
+        whole = editor.edit(photo, aus={au: 1.0}).image.astype(int)
+        warp = editor.edit(photo, aus={au: 1.0}, appearance=0.0).image.astype(int)
+        assert np.abs(whole - warp).max() <= 2, au  # resampling and the colour round trip, nothing drawn
+    # an AU the generator draws does add its change
+    drawn = editor.edit(photo, aus={"AU04": 1.0}).image.astype(int)
+    assert np.abs(drawn - editor.edit(photo, aus={"AU04": 1.0}, appearance=0.0).image.astype(int)).max() > 10
