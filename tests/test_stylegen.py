@@ -202,6 +202,15 @@ def test_two_sample_test_separates_different_sets_and_not_equal_ones():
     assert same == two_sample_test(noise, other, seed=0, epochs=4, min_steps=100)  # deterministic
 
 
+def test_two_sample_tests_take_the_best_critic(monkeypatch):
+    import core.evaluation.realism as realism
+
+    scores = {0: 0.509, 1: 0.956, 2: 0.955}  # a failed critic (seed 0) must not read as "indistinguishable"
+    monkeypatch.setattr(realism, "two_sample_test", lambda a, b, seed, **kw: {"accuracy": scores[seed], "seed": seed})
+    out = realism.two_sample_tests(None, None)
+    assert out["accuracy"] == 0.956 and out["seed"] == 1 and out["per_seed"] == [0.509, 0.956, 0.955]
+
+
 def test_generate_uniform_and_frechet():
     from core.synthesizer import Synthesizer
     from core.training.stylegen_monitor import frechet, generate_uniform

@@ -75,3 +75,15 @@ def two_sample_test(a: np.ndarray, b: np.ndarray, seed: int = 0, epochs: int = 1
     accuracy = float(((scores > 0).float() == truth).float().mean())
     return {"accuracy": round(accuracy, 4), "train_per_set": len(a_train), "held_out_per_set": len(a_test),
             "epochs": passes, "seed": seed}
+
+
+def two_sample_tests(a: np.ndarray, b: np.ndarray, seeds=(0, 1, 2), **kwargs) -> dict:
+    """two_sample_test under several seeds; "accuracy" is the best critic's held-out accuracy.
+
+    One training of the critic can fail and then reads as "indistinguishable": on a StyleGen checkpoint
+    (step 8,227) seed 0 scored 0.509 while seeds 1 and 2 scored 0.956. The best of a few critics is the
+    measure; each seed's accuracy is kept beside it.
+    """
+    runs = [two_sample_test(a, b, seed=seed, **kwargs) for seed in seeds]
+    best = max(runs, key=lambda run: run["accuracy"])
+    return {**best, "per_seed": [run["accuracy"] for run in runs], "seeds": list(seeds)}

@@ -122,7 +122,7 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     """n generated faces (expressions uniform over the 8 classes at full strength, random people) against n real
     test faces, beside n real train faces against the same test faces: the Frechet distance in the recognizer's
     embedding and a classifier two-sample test's held-out accuracy (core/evaluation/realism.py)."""
-    from core.evaluation.realism import two_sample_test
+    from core.evaluation.realism import two_sample_tests
     from core.metrics import class_weights, majority_labels
     from core.training.data import load_split
 
@@ -140,8 +140,8 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
             "class_weighted": {"generated_vs_test": frechet_distance(e_gen, e_test, weights_b=w_test),
                                "train_vs_test": frechet_distance(e_train, e_test, weights_b=w_test, weights_a=w_train)},
-            "two_sample": {"generated_vs_test": two_sample_test(gen, test, seed=0),
-                           "train_vs_test": two_sample_test(train, test, seed=0)},
+            "two_sample": {"generated_vs_test": two_sample_tests(gen, test),
+                           "train_vs_test": two_sample_tests(train, test)},
             "n": n, "classes": "uniform over the 8 expressions", "features": "recognizer penultimate (embed) layer"}
 
 
