@@ -54,9 +54,4 @@ class LeanGraph:
 
 def parse(serialized: list[bytes], message_class) -> list:
     """The messages of run()'s list for one stream (for the few whose fields are read one by one)."""
-    messages = []
-    for wire in serialized:
-        message = message_class()
-        message.ParseFromString(wire)
-        messages.append(message)
-    return messages
+    return [message_class.FromString(wire) for wire in serialized]

@@ -213,12 +213,19 @@ def save_checkpoint(path: Path, trainer: Trainer) -> None:
 def export(path: Path, trainer: Trainer, extra: dict | None = None) -> None:
     """Inference file: EMA G and E in float32, config and typical AUs as metadata (Synthesizer-ready)."""
     from core.checkpoint import model_tensors
-    from core.weights import FORMAT_VERSION, save_safetensors
 
     tensors = {**model_tensors("g", trainer.g_ema), **model_tensors("e", trainer.e)}
-    save_safetensors(path, tensors, {"kind": "generator", "version": FORMAT_VERSION, "config": trainer.mc.to_dict(),
-                                     "class_aus": trainer.pools.class_aus, "step": trainer.step,
-                                     "train_config": asdict(trainer.tc), **(extra or {})})
+    _write_generator(path, tensors, {"model_config": trainer.mc.to_dict(), "class_aus": trainer.pools.class_aus,
+                                     "step": trainer.step, "train_config": asdict(trainer.tc)}, extra)
+
+
+def _write_generator(path, tensors: dict, info: dict, extra: dict | None = None) -> None:
+    """The inference file's layout, shared by export() and generator_from_checkpoint()."""
+    from core.weights import FORMAT_VERSION, save_safetensors
+
+    save_safetensors(path, tensors, {"kind": "generator", "version": FORMAT_VERSION, "config": info["model_config"],
+                                     "class_aus": info["class_aus"], "step": info["step"],
+                                     "train_config": info["train_config"], **(extra or {})})
 
 
 WARM_START_KIND = "stylegen_warm_start"
@@ -247,13 +254,12 @@ def warm_start_from_checkpoint(source, path) -> dict:
 def generator_from_checkpoint(source, path) -> dict:
     """export() of a run folder's last.safetensors: its EMA G and E as an inference file (Synthesizer.load reads
     it), so a warm start and the generator measured from it are the same step."""
-    from core.weights import FORMAT_VERSION, read_safetensors, save_safetensors
+    from core.checkpoint import strip_prefix
+    from core.weights import read_safetensors
 
     tensors, meta = read_safetensors(source)
-    kept = {("g" + k[len("g_ema"):] if k.startswith("g_ema.") else k): v for k, v in tensors.items()
-            if k.startswith(("g_ema.", "e."))}
-    save_safetensors(path, kept, {"kind": "generator", "version": FORMAT_VERSION, "config": meta["model_config"],
-                                  "class_aus": meta["class_aus"], "step": meta["step"], "train_config": meta["train_config"]})
+    kept = {f"{new}.{k}": v for old, new in (("g_ema", "g"), ("e", "e")) for k, v in strip_prefix(tensors, old).items()}
+    _write_generator(path, kept, meta)
     return {"step": meta["step"], "bytes": Path(path).stat().st_size}
 
 
