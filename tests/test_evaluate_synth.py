@@ -49,3 +49,20 @@ def test_the_two_sample_test_tells_different_sets_apart_and_not_the_same_one():
     assert 0.25 <= same["accuracy"] <= 0.75 and same["held_out_per_set"] == 24
     run = dict(seed=1, epochs=1, min_steps=2)
     assert two_sample_test(noisy, smooth, **run) == two_sample_test(noisy, smooth, **run)  # deterministic
+
+
+def test_class_matched_tests_give_both_sides_the_same_class_mix():
+    from core.evaluation.realism import class_matched_tests
+
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (60, 24, 24), dtype=np.uint8)
+    smooth = np.clip(rng.normal(128, 20, (50, 1, 1)) + np.zeros((50, 24, 24)), 0, 255).astype(np.uint8)
+    run = dict(seeds=(0,), epochs=1, min_steps=40)
+    # a class only one side has is left out, and each class is cut to its smaller count
+    out = class_matched_tests({"anger": noisy[:40], "fear": noisy[40:]}, {"anger": smooth[:30], "joy": smooth}, **run)
+    assert out["faces_per_class"] == {"anger": 30, "fear": 0} and out["train_per_set"] == 15
+    assert out["accuracy"] > 0.9  # noise against smooth faces
+    same = class_matched_tests({"anger": noisy[:30]}, {"anger": noisy[30:]}, **run)
+    assert 0.2 <= same["accuracy"] <= 0.8
+    with pytest.raises(ValueError):
+        class_matched_tests({"fear": noisy}, {"anger": smooth}, **run)

@@ -216,3 +216,16 @@ def test_warp_only_aus_get_no_generator_change(editor, photo):
     # an AU the generator draws does add its change
     drawn = editor.edit(photo, aus={"AU04": 1.0}).image.astype(int)
     assert np.abs(drawn - editor.edit(photo, aus={"AU04": 1.0}, appearance=0.0).image.astype(int)).max() > 10
+
+
+def test_the_expression_part_reports_the_edits_realism_against_real_faces_of_each_class(editor, data_dir):
+    from core.evaluation.edit import Bench, part_expression
+
+    bench = Bench(str(data_dir), editor, 4, seed=0)
+    report = part_expression(bench, {"geometry_only": (0.0, 0.0)}, redetect=False, real_per_class=5,
+                             critic=dict(seeds=(0,), epochs=1, min_steps=5))
+    realism = report["geometry_only"]["realism_vs_real"]
+    # class by class, each side the smaller count: 4 edits per class against 5 real faces of it
+    assert realism["faces_per_class"] == {name: 4 for name in realism["faces_per_class"]}
+    assert len(realism["faces_per_class"]) == 7 and 0.0 <= realism["accuracy"] <= 1.0
+    assert report["realism_control"]["faces_per_class"] == {"neutral": 4}

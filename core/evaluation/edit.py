@@ -10,7 +10,10 @@ identity    editing a face to its own reading (the recognizer's class) changes t
             most 3 grey levels on average; rank-1 re-identification of the expression edits among the
             unedited faces of all subjects with LBP histograms (Ahonen et al. 2006)
 expression  each neutral face edited into every other class at full intensity, read by the shipped
-            recognizer on the re-detected, re-aligned edited face: geometry only and with appearance
+            recognizer on the re-detected, re-aligned edited face: geometry only and with appearance;
+            realism of the edits: a classifier two-sample test of the edited 48-px crops against real
+            FER+ train faces of the requested classes (class by class, through the same photo round
+            trip), beside the same test of the unedited photos against real neutral faces (the control)
 aus         each AU slider swept 0 -> 1: per face, Spearman rho of slider vs the AU measured on the
             re-detected mesh of the edited photo; median rho and mean rise (at 1 minus at 0)
 speed       one whole edit (detection included) of a 640x480 and a 1920x1080 photo, median ms
@@ -77,6 +80,7 @@ class Bench:
         neutral = np.flatnonzero((test.ferplus_label == EXPRESSIONS.index("neutral")) & ~test.dup_in_train)
         order = np.random.default_rng(seed).permutation(neutral)
         self.editor = editor
+        self.data = data
         self.photos, self.found, self.ids, self.refused = [], [], [], {}
         for i in order:
             if len(self.photos) >= faces:
@@ -108,6 +112,28 @@ class Bench:
         from core.synthesis.photo_edit import parse_request
 
         return self.editor.edit_detected(self.photos[k], self.found[k], parse_request(**request))
+
+    def real_faces(self, per_class: int = 300) -> dict[str, np.ndarray]:
+        """Real FER+ train faces of each class (majority label; other people than the edited test faces),
+        up to per_class each, through the photo round trip the edits take (upscaled into a photo,
+        detected, aligned by the mesh into 48 px): the edits' two-sample test then compares faces, not
+        imaging paths (the round trip alone is told from the original crops on 0.9 of faces)."""
+        from core.training.data import load_split
+
+        train = load_split(self.data, "train")
+        rng = np.random.default_rng(0)
+        out = {}
+        for k, name in enumerate(EXPRESSIONS):
+            crops = []
+            for i in rng.permutation(np.flatnonzero(train.ferplus_label == k)):
+                if len(crops) >= per_class:
+                    break
+                photo = as_photo(train.images[i])
+                found = self.editor.detector.detect(photo)[:1]
+                if found and found[0].has_landmarks:
+                    crops.append(aligned(photo, found[0].landmarks, 48))
+            out[name] = np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+        return out
 
     def read(self, image: np.ndarray):
         """The edited photo as the app would see it: re-detected face, its aligned crop and its AUs."""
@@ -162,7 +188,8 @@ def aligned(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     return warp_grey(to_grey(image), alignment_matrix(landmarks, size), size)
 
 
-def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = True) -> dict:
+def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = True, real_per_class: int = 300,
+                    critic: dict | None = None) -> dict:
     """Recognizer reading and LBP re-identification of every class edit, for each appearance strength.
 
     The recognizer reads the edit's own aligned crop (FaceEdit.crop, aligned by the moved mesh) and,
@@ -170,11 +197,16 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
     guidance climbs, trained apart) reads the same crops: guidance should move both, not just one. LBP histograms compare 96-px
     aligned crops of the edited faces with those of the unedited faces of all subjects.
     """
+    from core.evaluation.realism import class_matched_tests
+
     recognizer, second = bench.editor.recognizer, bench.editor.guide_recognizer
+    real = bench.real_faces(real_per_class)
+    unedited = np.stack([aligned(p, f[0].landmarks, 48) for p, f in zip(bench.photos, bench.found)])
+    critic = critic or {}  # the two-sample critics' settings (tests: fewer, shorter)
+    report = {"realism_control": class_matched_tests({"neutral": unedited}, real, **critic)}
     gallery = np.stack([lbp_histograms(aligned(p, f[0].landmarks, LBP_SIZE)) for p, f in zip(bench.photos, bench.found)])
-    report = {}
     for label, (strength, guidance) in strengths.items():
-        hits, rehits, seconds = ({name: [] for name in EXPRESSIONS[1:]} for _ in range(3))
+        hits, rehits, seconds, crops = ({name: [] for name in EXPRESSIONS[1:]} for _ in range(4))
         probes, probe_ids, unchanged, lost = [], [], [], 0
         for k, photo in enumerate(bench.photos):
             for name in EXPRESSIONS[1:]:
@@ -183,6 +215,7 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
                 unchanged.append(unchanged_outside(photo, result.image, bench.found[k][0].box))
                 target = EXPRESSIONS.index(name)
                 hits[name].append(int(recognizer.predict_crops(edit.crop[None])[0].argmax()) == target)
+                crops[name].append(edit.crop)
                 seconds[name].append(int(second.predict_crops(edit.crop[None])[0].argmax()) == target)
                 probes.append(lbp_histograms(aligned(result.image, edit.moved, LBP_SIZE)))
                 probe_ids.append(bench.ids[k])
@@ -196,7 +229,9 @@ def part_expression(bench: Bench, strengths: dict[str, float], redetect: bool = 
                          "read_by_guide_recognizer": {n: float(np.mean(v)) for n, v in seconds.items()},
                          "reid_rank1": rank1(np.stack(probes), np.array(probe_ids), gallery, bench.ids),
                          "unchanged_outside_min": float(np.min(unchanged)),
-                         "unchanged_outside_mean": float(np.mean(unchanged))}
+                         "unchanged_outside_mean": float(np.mean(unchanged)),
+                         "realism_vs_real": class_matched_tests({n: np.stack(c) for n, c in crops.items()}, real,
+                                                                **critic)}
         if redetect:
             report[label]["redetected"] = {"read_as_requested": {n: float(np.mean(v)) for n, v in rehits.items()},
                                            "mean": float(np.mean([np.mean(v) for v in rehits.values()])),
