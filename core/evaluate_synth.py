@@ -40,13 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-faces", type=int, default=300, help="edit: neutral faces edited into each class")
     parser.add_argument("--edit-sweep-faces", type=int, default=50, help="edit: faces per AU slider sweep")
     parser.add_argument("--edit-parts", nargs="+", default=None,
-                        choices=("size", "identity", "expression", "aus", "speed"), help="edit: only these parts")
+                        choices=("size", "identity", "expression", "aus", "speed", "sheet"),
+                        help="edit: only these parts (sheet: only when named, see --edit-sheet)")
     parser.add_argument("--edit-guidance", type=float, default=10.0,
                         help="edit: also measure edits with this semantic guidance (0: not)")
     parser.add_argument("--edit-guide", default=None,
                         help="edit: recognizer weights guidance climbs instead of the shipped edit_guide "
                              "('recognizer': the shipped recognizer, which also scores the edits)")
     parser.add_argument("--motion", default=None, help="edit: a motion model .safetensors instead of the shipped one")
+    parser.add_argument("--edit-sheet", default="edit_sheet.png",
+                        help="edit, part sheet: where to write the contact sheet of edits (PNG)")
+    parser.add_argument("--edit-extra-appearance", type=float, nargs="+", default=(),
+                        help="edit: also measure expression edits at these appearance strengths (unguided): "
+                             "the readability / realism trade-off")
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report[EDIT] = evaluate_edits(args.data, motion=args.motion, faces=args.edit_faces,
                                       sweep_faces=args.edit_sweep_faces, parts=args.edit_parts,
-                                      guidance=args.edit_guidance, guide=args.edit_guide)
+                                      guidance=args.edit_guidance, guide=args.edit_guide,
+                                      extra_strengths=args.edit_extra_appearance, sheet=args.edit_sheet)
     sys.stdout.write(json.dumps(report, indent=None if args.json else 1, default=_plain) + "\n")
     return 0
 

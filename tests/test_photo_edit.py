@@ -229,3 +229,16 @@ def test_the_expression_part_reports_the_edits_realism_against_real_faces_of_eac
     assert realism["faces_per_class"] == {name: 4 for name in realism["faces_per_class"]}
     assert len(realism["faces_per_class"]) == 7 and 0.0 <= realism["accuracy"] <= 1.0
     assert report["realism_control"]["faces_per_class"] == {"neutral": 4}
+
+
+def test_the_contact_sheet_shows_the_photo_and_its_seven_edits_in_two_rows(editor, tmp_path):
+    from PIL import Image
+
+    from core.evaluation.edit_sheet import FACE_SIDE, write_sheet
+
+    info = write_sheet(editor, tmp_path / "sheet.png")
+    sheet = np.asarray(Image.open(info["path"]))
+    assert sheet.shape == (2 * FACE_SIDE, 8 * FACE_SIDE, 3) and len(info["columns"]) == 8
+    cells = sheet.reshape(2, FACE_SIDE, 8, FACE_SIDE, 3)
+    assert np.array_equal(cells[0, :, 0], cells[1, :, 0])  # the unedited photo heads both rows
+    assert all(not np.array_equal(cells[0, :, 0], cells[r, :, c]) for r in (0, 1) for c in range(1, 8))

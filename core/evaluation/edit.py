@@ -352,7 +352,7 @@ def _guide(guide: str | None):
 
 def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, parts=None,
              appearance: float | None = None, seed: int = 0, extra_strengths=(), guidance: float = 0.0,
-             guide: str | None = None) -> dict:
+             guide: str | None = None, sheet=None) -> dict:
     """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed).
     guide: recognizer weights for guidance instead of the shipped edit_guide ("recognizer": the shipped
     recognizer itself, which also scores: how far guidance persuades its own judge)."""
@@ -382,6 +382,10 @@ def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, pa
         out["expression"] = part_expression(bench, strengths)
     if "aus" in parts:
         out["aus"] = part_aus(bench, sweep_faces)
+    if "sheet" in parts:  # only when asked: a picture to look at (core/evaluation/edit_sheet.py)
+        from core.evaluation.edit_sheet import write_sheet
+
+        out["sheet"] = write_sheet(editor, sheet or "edit_sheet.png")
     if "speed" in parts:
         out["speed"] = part_speed(editor, guidance=guidance)
         out["speed"]["photo_40mp"] = part_large(editor)
