@@ -113,12 +113,24 @@ def check_guidance(strength) -> float:
     return _finite_in(strength, "guidance strength", 10.0)
 
 
+def check_appearance(strength) -> float:
+    """A photo edit's appearance strength (see Synthesizer.edit) in [0, 4], or an InputError."""
+    return _finite_in(strength, "appearance strength", 4.0)
+
+
 def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0) -> None:
     """Raise InputError naming the first bad control; needs no model (the UI checks before loading one)."""
     parse_expression(expression)
     parse_aus(aus)
     _finite_in(intensity, "intensity")
     check_guidance(guidance)
+
+
+def _appearance(value: float | None) -> float:
+    """The photo edit's appearance strength: the default when None, else a finite number (parse_request bounds it)."""
+    from core.synthesis.photo_edit import APPEARANCE
+
+    return APPEARANCE if value is None else value
 
 
 @dataclass(frozen=True)
@@ -205,32 +217,31 @@ class Synthesizer:
         return self._encode(crops).cpu().numpy()
 
     def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
-             faces: str = "largest") -> np.ndarray:
+             faces: str = "largest", appearance: float | None = None) -> np.ndarray:
         """The photo (path, bytes, PIL image or array; RGB, RGBA or grey) with its largest face, or every face,
         re-expressed: uint8 [H, W, 3] at the photo's own size and colour (core/synthesis/photo_edit.py).
 
         The face is warped by the motion model and the generator adds what a warp cannot (furrows, teeth) on
         luminance; pixels away from the face stay as they were. With only AU sliders set, the face keeps its
-        own expression. NoFaceError, FaceTooSmallError, FaceAtBorderError or ProfileFaceError when no face can
-        be edited (all InputErrors).
+        own expression. appearance: the strength of the generator's change (0: the warp alone, the photo's own
+        pixels moved; 1, the default: as G draws it; docs/photo_edit.md measures what each costs in realism).
+        NoFaceError, FaceTooSmallError, FaceAtBorderError or ProfileFaceError when no face can be edited (all
+        InputErrors).
         """
-        return self.edit_result(image, expression, aus, intensity, guidance, faces).image
+        return self.edit_result(image, expression, aus, intensity, guidance, faces, appearance).image
 
     def edit_result(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
-                    faces: str = "largest"):
+                    faces: str = "largest", appearance: float | None = None):
         """edit(), with each edited face's box, its 48-px aligned crop after the edit and notes (EditResult)."""
-        from core.synthesis.photo_edit import APPEARANCE
-
         check_guidance(guidance)
-        return self._photo_editor().edit(image, expression, aus, intensity, faces, APPEARANCE, guidance)
+        return self._photo_editor().edit(image, expression, aus, intensity, faces, _appearance(appearance), guidance)
 
     def edit_series(self, image, expression=None, aus=None, intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-                    guidance: float = 0.0, faces: str = "largest") -> list[np.ndarray]:
+                    guidance: float = 0.0, faces: str = "largest", appearance: float | None = None) -> list[np.ndarray]:
         """edit() at each intensity (neutral -> target), the photo's faces detected once: uint8 [H, W, 3] each."""
-        from core.synthesis.photo_edit import APPEARANCE
-
         check_guidance(guidance)
-        results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, APPEARANCE, guidance)
+        results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, _appearance(appearance),
+                                                   guidance)
         return [result.image for result in results]
 
     def edit_crop(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0

@@ -100,7 +100,7 @@ def _photo_png(rgb: np.ndarray, request) -> str:
     return path
 
 
-def _face_strip(synthesizer, rgb: np.ndarray, box, expression, aus, guidance: float) -> np.ndarray:
+def _face_strip(synthesizer, rgb: np.ndarray, box, expression, aus, guidance: float, appearance: float) -> np.ndarray:
     """The photo itself from neutral to the target: the face cut from edits of a small copy at rising intensity."""
     small = _shrunk(rgb, STRIP_SIDE)
     scale = small.shape[1] / rgb.shape[1]
@@ -108,7 +108,8 @@ def _face_strip(synthesizer, rgb: np.ndarray, box, expression, aus, guidance: fl
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.65 * max(x1 - x0, y1 - y0)
     top, left = max(0, int(cy - half)), max(0, int(cx - half))
     try:  # one detection for the whole strip
-        edits = synthesizer.edit_series(small, expression, aus, np.linspace(0, 1, MORPH_STEPS), guidance)
+        edits = synthesizer.edit_series(small, expression, aus, np.linspace(0, 1, MORPH_STEPS), guidance,
+                                        appearance=appearance)
     except InputError:  # the small copy lost the face: show it as it is
         edits = [small] * MORPH_STEPS
     faces = [frame[top : int(cy + half), left : int(cx + half)] for frame in edits]
@@ -121,18 +122,19 @@ def _resize(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((side, side), Image.BICUBIC))
 
 
-def _my_face(synthesizer, rgb, expression, intensity, aus, guidance, request):
-    result = synthesizer.edit_result(rgb, expression=expression, aus=aus, intensity=intensity, guidance=guidance)
+def _my_face(synthesizer, rgb, expression, intensity, aus, guidance, appearance, request):
+    result = synthesizer.edit_result(rgb, expression=expression, aus=aus, intensity=intensity, guidance=guidance,
+                                     appearance=appearance)
     edited = result.image
     reading = SESSION_MODELS.recognizer(session_key(request)).predict_crops(result.faces[0].crop[None])[0]
-    strip = _face_strip(synthesizer, rgb, result.faces[0].box, expression, aus, guidance)
+    strip = _face_strip(synthesizer, rgb, result.faces[0].box, expression, aus, guidance, appearance)
     notes = "; ".join(result.faces[0].notes + result.skipped)
     status = f"Your photo, {rgb.shape[1]}×{rgb.shape[0]}, edited at its own size" + (f" ({notes})." if notes else ".")
     return (_shrunk(edited, PHOTO_DISPLAY_SIDE), reading, strip, _shrunk(rgb, PHOTO_DISPLAY_SIDE),
             _photo_png(edited, request), status)
 
 
-def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.Request = None):
+def render_synthesis(source: str, photo, seed, guidance, appearance, *controls, request: gr.Request = None):
     """Everything the tab shows: (result, the recognizer's reading, neutral -> target strip, the photo before,
     the full-size PNG of an edited photo, a status line).
 
@@ -141,12 +143,13 @@ def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.
     not as an error on every slider move.
     """
     from core.face.images import load_image
-    from core.synthesizer import check_controls
+    from core.synthesizer import check_appearance, check_controls
 
     try:
         expression, intensity, aus = controls_to_request(list(controls))
         seed, guidance = int(seed), float(guidance)
         check_controls(expression, aus, intensity, guidance)
+        appearance = check_appearance(appearance)
     except InputError as error:  # it may quote the value sent: escaped, gradio renders HTML
         raise UserError(shown(str(error))) from error
     except (TypeError, ValueError, OverflowError) as error:
@@ -163,7 +166,7 @@ def render_synthesis(source: str, photo, seed, guidance, *controls, request: gr.
     try:
         if rgb is not None:
             result, label, strip, before, download, status = _my_face(synthesizer, rgb, expression, intensity, aus,
-                                                                      guidance, request)
+                                                                      guidance, appearance, request)
         else:
             face = synthesizer.generate(expression=expression, aus=aus, seed=seed, n=1, intensity=intensity,
                                         guidance=guidance)[0]
@@ -221,6 +224,8 @@ def _control_sliders():
 
 def build_synthesize_tab() -> dict:
     """The tab; returns its render event (the app also renders once when the page loads)."""
+    from core.synthesis.photo_edit import APPEARANCE
+
     with gr.Tab("Synthesize", id="synthesize"):
         gr.Markdown("A new person drawn by the generator, or **your own photo** re-expressed at its own size and "
                     "colour. Move a slider or describe a face; the recognizer's reading of the result is shown.")
@@ -261,7 +266,11 @@ def build_synthesize_tab() -> dict:
         expression, intensity, use_aus, aus = _control_sliders()
         guidance = gr.Slider(0, 5, value=0.0, step=0.5, label="semantic guidance: the recognizer's gradient pushes "
                                                             "the face towards the requested expression")
-        inputs = [source, photo, seed, guidance, *expression, intensity, use_aus, *aus]
+        appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
+                               label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "
+                                     "photo's own pixels moved, more natural; 1: the expression reads more clearly, "
+                                     "the face looks more retouched)")
+        inputs = [source, photo, seed, guidance, appearance, *expression, intensity, use_aus, *aus]
         outputs = [result, reading, strip, before, download, status]
         render = dict(fn=render_synthesis, inputs=inputs, outputs=outputs, show_progress="minimal",
                       trigger_mode="always_last", concurrency_limit=2, concurrency_id="synthesize")  # one limit for all
@@ -270,7 +279,7 @@ def build_synthesize_tab() -> dict:
             # A failed render leaves no stale result on screen under the error.
             event.failure(lambda: _clear(), outputs=outputs, api_visibility="private")
 
-        for control in [*expression, intensity, *aus, guidance]:
+        for control in [*expression, intensity, *aus, guidance, appearance]:
             wire(control.release(**render, api_visibility="private"))
         # .input fires on the user's own changes only (not when "Apply text" sets them: that renders once).
         for control in (source, use_aus):

@@ -327,7 +327,7 @@ def test_synthesize_tab_names_bad_controls_without_loading_a_model(seed, guidanc
 
     monkeypatch.setattr(tab, "_synthesizer", lambda request=None: pytest.fail("a model was loaded"))
     with pytest.raises(gr.Error) as caught:
-        tab.render_synthesis("New person", None, seed, guidance, *controls(values, intensity))
+        tab.render_synthesis("New person", None, seed, guidance, 1.0, *controls(values, intensity))
     assert_clear(caught.value.message, pattern)
     with pytest.raises(gr.Error, match=f"expected {len(EXPRESSIONS) + 2 + len(AUS)} control values"):
         tab.render_synthesis("New person", None, 0, 0.0, 1.0, 0.5)
@@ -341,7 +341,7 @@ def test_my_face_photo_is_checked_before_any_model(name, suffix, data, expected,
     path = tmp_path / f"{name}.{suffix}"
     path.write_bytes(data)
     with pytest.raises(gr.Error) as caught:
-        tab.render_synthesis("My face", str(path), 0, 0.0, *controls())
+        tab.render_synthesis("My face", str(path), 0, 0.0, 1.0, *controls())
     assert_clear(caught.value.message, expected[1])
 
 
@@ -442,7 +442,7 @@ def test_my_face_photo_table_through_the_app(client, tmp_path):
     for name, suffix, data, expected in BAD_IMAGES:
         path = tmp_path / f"{name}.{suffix}"
         path.write_bytes(data)
-        message = app_error(lambda p=path: client.predict("My face", handle_file(str(p)), 0, 0.0, *controls(),
+        message = app_error(lambda p=path: client.predict("My face", handle_file(str(p)), 0, 0.0, 1.0, *controls(),
                                                           api_name="/synthesize"))
         assert_clear(message, "" if name in ("decompression-bomb", "zero-by-zero") else expected[1])
         assert "photo" in message or "image" in message
@@ -451,21 +451,21 @@ def test_my_face_photo_table_through_the_app(client, tmp_path):
 def test_sliders_and_numbers_through_the_app(client, app_url):
     from core.weights import REGISTRY
 
-    for args, pattern in ((("New person", None, 0, 0.0, *controls({"happiness": -1.0})), "less than minimum"),
-                          (("New person", None, 0, 0.0, *controls({"happiness": 1e308})), "greater than maximum"),
-                          (("New person", None, -5, 0.0, *controls()), "less than minimum"),
-                          (("New person", None, 0, 99.0, *controls()), "greater than maximum")):
+    for args, pattern in ((("New person", None, 0, 0.0, 1.0, *controls({"happiness": -1.0})), "less than minimum"),
+                          (("New person", None, 0, 0.0, 1.0, *controls({"happiness": 1e308})), "greater than maximum"),
+                          (("New person", None, -5, 0.0, 1.0, *controls()), "less than minimum"),
+                          (("New person", None, 0, 99.0, 1.0, *controls()), "greater than maximum")):
         assert_clear(app_error(lambda a=args: client.predict(*a, api_name="/synthesize")), pattern)
     # NaN is not JSON, so gradio_client cannot send it; a plain HTTP client can (Python's json reads NaN).
     for endpoint, data, pattern in (
-        ("synthesize", ["New person", None, 0, 0.0, *controls({"happiness": float("nan")})], "expression weight"),
-        ("synthesize", ["New person", None, 0, float("nan"), *controls()], "guidance"),
-        ("synthesize", ["New person", None, float("nan"), 0.0, *controls()], "seed"),
+        ("synthesize", ["New person", None, 0, 0.0, 1.0, *controls({"happiness": float("nan")})], "expression weight"),
+        ("synthesize", ["New person", None, 0, float("nan"), 1.0, *controls()], "guidance"),
+        ("synthesize", ["New person", None, float("nan"), 0.0, 1.0, *controls()], "seed"),
     ):
         event = http_call(app_url, endpoint, data)
         assert event.startswith("event: error"), event
         assert_clear(event, pattern)
-    args = ("New person", None, 0, 0.0, *controls())
+    args = ("New person", None, 0, 0.0, 1.0, *controls())
     if "generator" in REGISTRY:
         _, reading, *_ = client.predict(*args, api_name="/synthesize")
         assert reading["label"] in EXPRESSIONS
