@@ -242,3 +242,33 @@ def test_the_contact_sheet_shows_the_photo_and_its_seven_edits_in_two_rows(edito
     cells = sheet.reshape(2, FACE_SIDE, 8, FACE_SIDE, 3)
     assert np.array_equal(cells[0, :, 0], cells[1, :, 0])  # the unedited photo heads both rows
     assert all(not np.array_equal(cells[0, :, 0], cells[r, :, c]) for r in (0, 1) for c in range(1, 8))
+
+
+def test_an_expression_opens_the_mouth_only_a_little_beyond_the_faces_own():
+    from core.labels import AUS
+    from core.synthesis.photo_edit import MAX_MOUTH_OPENING, limit_mouth_opening
+
+    target, current = np.full(len(AUS), 0.8), np.full(len(AUS), 0.1)
+    current[AUS.index("AU26")] = np.nan  # not measured: from closed
+    out = limit_mouth_opening(target, current, {})
+    assert out[AUS.index("AU25")] == pytest.approx(0.1 + MAX_MOUTH_OPENING)
+    assert out[AUS.index("AU26")] == pytest.approx(MAX_MOUTH_OPENING)
+    assert np.delete(out, [AUS.index("AU25"), AUS.index("AU26")]).tolist() == [0.8] * (len(AUS) - 2)
+    assert limit_mouth_opening(target, current, {"AU25": 0.8})[AUS.index("AU25")] == 0.8  # a slider set by name
+
+
+def test_expression_edits_move_the_photo_without_the_slider_gains(editor, photo):
+    motion = editor.motion
+    face = editor.detector.detect(photo)[0]
+    from core.face.aus import measure_aus
+
+    current = measure_aus(face.landmarks)
+    target = np.clip(current + 0.3, 0, 1)
+    plain = motion.predict(face.landmarks, current, target, photo_gain=False)
+    kept = motion.photo_gain
+    try:
+        motion.photo_gain = np.ones_like(kept)
+        assert np.allclose(plain, motion.predict(face.landmarks, current, target))
+    finally:
+        motion.photo_gain = kept
+    assert not np.allclose(plain, motion.predict(face.landmarks, current, target))  # the gains do move it further

@@ -353,7 +353,8 @@ def _guide(guide: str | None):
 def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, parts=None,
              appearance: float | None = None, seed: int = 0, extra_strengths=(), guidance: float = 0.0,
              guide: str | None = None, sheet=None) -> dict:
-    """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed).
+    """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed; sheet only
+    when named: a contact sheet of edits written to `sheet`).
     guide: recognizer weights for guidance instead of the shipped edit_guide ("recognizer": the shipped
     recognizer itself, which also scores: how far guidance persuades its own judge)."""
     from core import get_recognizer, get_synthesizer

@@ -111,13 +111,15 @@ class MotionModel:
         """Displacement [478, 3] in the frontal frame for a change of AU intensities [17]."""
         return np.tensordot(np.asarray(delta_aus, np.float64), self.basis, axes=1)
 
-    def predict(self, landmarks: np.ndarray, current: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The face's landmarks [478, 3] (image pixels) moved from its current AUs to the target AUs."""
+    def predict(self, landmarks: np.ndarray, current: np.ndarray, target: np.ndarray,
+                photo_gain: bool = True) -> np.ndarray:
+        """The face's landmarks [478, 3] (image pixels) moved from its current AUs to the target AUs.
+        photo_gain=False moves them as far as real faces' meshes move (the fitted rows alone)."""
         landmarks = np.asarray(landmarks, np.float64)
         scale, rotation, shift = similarity_3d(landmarks[list(ALIGN_LANDMARKS)], self.template)
         frontal = landmarks @ (scale * rotation).T + shift
         target = np.asarray(target, np.float64)
-        delta = (target - self.start(frontal, current, target)) * self.photo_gain
+        delta = (target - self.start(frontal, current, target)) * (self.photo_gain if photo_gain else 1.0)
         # AU14 is one-sided: pull the corner that is already higher (the right one on a level mouth)
         delta[AU14] *= signed_au14(frontal, 1.0)
         moved = self.frontal_delta(delta)
