@@ -268,8 +268,8 @@ def build_synthesize_tab() -> dict:
                                                             "the face towards the requested expression")
         appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
                                label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "
-                                     "photo's own pixels moved, more natural; 1: the expression reads more clearly, "
-                                     "the face looks more retouched)")
+                                     "photo's own pixels moved; 1: the expression reads more clearly and the face looks "
+                                     "more retouched)")
         inputs = [source, photo, seed, guidance, appearance, *expression, intensity, use_aus, *aus]
         outputs = [result, reading, strip, before, download, status]
         render = dict(fn=render_synthesis, inputs=inputs, outputs=outputs, show_progress="minimal",
