@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="edit: recognizer weights guidance climbs instead of the shipped edit_guide "
                              "('recognizer': the shipped recognizer, which also scores the edits)")
     parser.add_argument("--motion", default=None, help="edit: a motion model .safetensors instead of the shipped one")
-    parser.add_argument("--edit-sheet", default="edit_sheet.png",
-                        help="edit, part sheet: where to write the contact sheet of edits (PNG)")
+    parser.add_argument("--edit-sheet", default=None,
+                        help="edit, part sheet: where to write the contact sheet of edits (default edit_sheet.png)")
     parser.add_argument("--edit-extra-appearance", type=float, nargs="+", default=(),
                         help="edit: also measure expression edits at these appearance strengths (unguided): "
                              "the readability / realism trade-off")

@@ -386,7 +386,7 @@ def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, pa
     if "sheet" in parts:  # only when asked: a picture to look at (core/evaluation/edit_sheet.py)
         from core.evaluation.edit_sheet import write_sheet
 
-        out["sheet"] = write_sheet(editor, sheet or "edit_sheet.png")
+        out["sheet"] = write_sheet(editor, sheet)
     if "speed" in parts:
         out["speed"] = part_speed(editor, guidance=guidance)
         out["speed"]["photo_40mp"] = part_large(editor)

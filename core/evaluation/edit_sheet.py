@@ -15,6 +15,7 @@ import numpy as np
 from core.labels import EXPRESSIONS
 
 FACE_SIDE = 200  # px per face on the sheet
+DEFAULT_PATH = "edit_sheet.png"
 
 
 def face_rows(editor, photo: np.ndarray, appearances=(0.0, 1.0)) -> np.ndarray:
@@ -33,13 +34,14 @@ def face_rows(editor, photo: np.ndarray, appearances=(0.0, 1.0)) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def write_sheet(editor, path) -> dict:
+def write_sheet(editor, path=None) -> dict:
     from pathlib import Path
 
     from PIL import Image
 
     from core.evaluation.edit import sample_photo
 
+    path = path or DEFAULT_PATH
     sheet = face_rows(editor, sample_photo(640, 480))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(path, optimize=True, quality=90)  # quality: JPEG only

@@ -51,12 +51,6 @@ SLIDER_WARP_ONLY_AUS = ("AU12",)
 # (docs/images/edit_sheet.jpg). AU sliders the user sets are not limited.
 MAX_MOUTH_OPENING = 0.15
 MOUTH_AUS = ("AU25", "AU26")
-# Expression edits move the photo as far as real faces' meshes move (no photo gains): the gains make an AU
-# slider's own AU re-measure as moved (the mesh under-reads a warp), but on a whole expression they exaggerate
-# it (eyes stretching glasses, jaws dropping 2.5x). With both, FER+ test faces edited to the 7 classes read as
-# requested as often (0.731 against 0.729) and were told from real faces less often (0.934 against 0.973;
-# docs/photo_edit.md 3b).
-EXPRESSION_PHOTO_GAIN = False
 
 
 class FaceTooSmallError(InputError):
@@ -100,14 +94,15 @@ class Request:
 
 def parse_request(expression=None, aus=None, intensity: float = 1.0, appearance: float = APPEARANCE,
                   guidance: float = GUIDANCE) -> Request:
-    from core.synthesizer import _finite_in, expression_strength, parse_aus, parse_expression
+    from core.synthesizer import (_finite_in, check_appearance, check_guidance, expression_strength, parse_aus,
+                                  parse_expression)
 
     given = parse_aus(aus)
     # Sliders alone keep the face's own expression; nothing at all asks for neutral.
     distribution = parse_expression(expression) if expression is not None or not given else None
     strength = expression_strength(expression) if distribution is not None else 1.0  # a slider alone sets how much
     return Request(distribution, given, _finite_in(intensity, "intensity") * strength,
-                   _finite_in(appearance, "appearance", 4.0), _finite_in(guidance, "guidance strength", 10.0))
+                   check_appearance(appearance), check_guidance(guidance))
 
 
 def face_yaw_deg(landmarks: np.ndarray, template: np.ndarray) -> float:
@@ -229,23 +224,27 @@ class PhotoEditor:
 
         current = measure_aus(face.landmarks, self.calibration)
         source_probs = self._probs(out, face.landmarks)
-        if request.expression is None:
+        sliders_only = request.expression is None
+        if sliders_only:
             target = np.clip(current.copy(), 0, 1)
             for name, value in request.aus.items():
                 target[_au_index(name)] = value
         else:
             target = self.motion.target_aus(current, request.expression, progress(source_probs, request), request.aus)
             target = limit_mouth_opening(target, current, request.aus)
-        gain = request.expression is None or EXPRESSION_PHOTO_GAIN
-        moved = self.motion.predict(face.landmarks, current, target, photo_gain=gain)
+        # Only AU-slider edits take the photo gains (they make a slider's own AU re-measure as moved; the mesh
+        # under-reads a warp). On a whole expression they exaggerated it (eyes stretching glasses, jaws dropping
+        # 2.5x); without them FER+ test edits read as requested as often (0.731 against 0.729) and were told from
+        # real faces less often (0.934 against 0.973; docs/photo_edit.md 3b).
+        moved = self.motion.predict(face.landmarks, current, target, photo_gain=sliders_only)
         # the generator is asked for the change of every AU but the warp-only ones; its source draw is then
         # moved by the motion of those AUs alone (moving it by a warp-only AU's motion too would leave that
         # motion in the difference, reversed: the AU14 slider lost a third of its rise so)
         drawn = np.array(target, np.float64, copy=True)
-        held = [_au_index(name) for name in WARP_ONLY_AUS + (SLIDER_WARP_ONLY_AUS if request.expression is None else ())]
+        held = [_au_index(name) for name in WARP_ONLY_AUS + (SLIDER_WARP_ONLY_AUS if sliders_only else ())]
         drawn[held] = np.asarray(current, np.float64)[held]
         moved_drawn = (moved if np.array_equal(drawn, target)
-                       else self.motion.predict(face.landmarks, current, drawn, photo_gain=gain))
+                       else self.motion.predict(face.landmarks, current, drawn, photo_gain=sliders_only))
         region = face_region([face.landmarks, moved], out.shape, REGION_MARGIN)
         if min(region.shape) < 8:
             raise FaceAtBorderError("the face lies outside the image")
