@@ -94,8 +94,14 @@ class Request:
 
 def parse_request(expression=None, aus=None, intensity: float = 1.0, appearance: float = APPEARANCE,
                   guidance: float = GUIDANCE) -> Request:
-    from core.synthesizer import (_finite_in, check_appearance, check_guidance, expression_strength, parse_aus,
-                                  parse_expression)
+    from core.synthesizer import (
+        _finite_in,
+        check_appearance,
+        check_guidance,
+        expression_strength,
+        parse_aus,
+        parse_expression,
+    )
 
     given = parse_aus(aus)
     # Sliders alone keep the face's own expression; nothing at all asks for neutral.
