@@ -51,9 +51,9 @@ REGISTRY: dict[str, WeightsInfo] = {
         WeightsInfo(
             name="edit_guide",
             file="edit_guide.safetensors",
-            sha256="0b6986d5efa516b025ee0bc9ce6ec6a585a7e37aeeb97cbc5639b275d6589e16",
-            description="a second FER+ recognizer (other seed and widths, 12 epochs) that semantic guidance of "
-                        "photo edits climbs, so that the shipped recognizer reading the edits is not the one steering",
+            sha256="7f4958d86ea7d491b7e9a8107f17c2794b0009f66d58b0e109ff23790f9d8783",
+            description="a second FER+ recognizer (other seed and widths, rare classes weighted up) that semantic "
+                        "guidance of photo edits climbs, so that the shipped recognizer reading the edits is not the one steering",
         ),
         WeightsInfo(
             name="motion",

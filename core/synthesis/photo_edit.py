@@ -212,9 +212,9 @@ class PhotoEditor:
 
     @property
     def guide_recognizer(self):
-        """The recognizer whose reading semantic guidance climbs: a second one, trained apart from the
-        shipped recognizer (weights/edit_guide.safetensors: other seed, other widths). The shipped one
-        reads the result, in the app and in the acceptance measure; guiding with it too would partly
+        """The recognizer whose reading semantic guidance climbs: a second one, trained apart from the shipped
+        recognizer (weights/edit_guide.safetensors: other seed and widths, rare classes weighted up). The shipped
+        one reads the result, in the app and in the acceptance measure; guiding with it too would partly
         measure how well the change persuades it (docs/photo_edit.md compares both)."""
         if self._guide_recognizer is None:
             from core.recognizer import Recognizer
