@@ -53,8 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-extra-appearance", type=float, nargs="+", default=(),
                         help="edit: also measure expression edits at these appearance strengths (unguided): "
                              "the readability / realism trade-off")
+    parser.add_argument("--edit-critics", type=_positive, default=None,
+                        help="edit: two-sample critics per realism figure, the best one's accuracy being the "
+                             "figure (default 3; about a minute each)")
     parser.add_argument("--json", action="store_true")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         report[EDIT] = evaluate_edits(args.data, motion=args.motion, faces=args.edit_faces,
                                       sweep_faces=args.edit_sweep_faces, parts=args.edit_parts,
                                       guidance=args.edit_guidance, guide=args.edit_guide,
-                                      extra_strengths=args.edit_extra_appearance, sheet=args.edit_sheet)
+                                      extra_strengths=args.edit_extra_appearance, sheet=args.edit_sheet,
+                                      critics=args.edit_critics)
     sys.stdout.write(json.dumps(report, indent=None if args.json else 1, default=_plain) + "\n")
     return 0
 

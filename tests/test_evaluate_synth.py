@@ -66,3 +66,21 @@ def test_class_matched_tests_give_both_sides_the_same_class_mix():
     assert 0.2 <= same["accuracy"] <= 0.8
     with pytest.raises(ValueError):
         class_matched_tests({"fear": noisy}, {"anger": smooth}, **run)
+
+
+def test_edit_critics_sets_how_many_critics_each_realism_figure_takes(monkeypatch):
+    """--edit-critics N reaches the expression part as seeds 0..N-1; without it the realism default stands."""
+    import pytest
+
+    import core.evaluation.edit as edit
+    from core.evaluate_synth import build_parser
+
+    seen = []
+    monkeypatch.setattr(edit, "Bench", lambda *a, **k: type("B", (), {"photos": [], "refused": {}})())
+    monkeypatch.setattr(edit, "part_expression", lambda bench, strengths, critic=None: seen.append(critic) or {})
+    for argv, expected in ((["--edit-critics", "5"], {"seeds": (0, 1, 2, 3, 4)}), ([], None)):
+        args = build_parser().parse_args(["--data", "unused", *argv])
+        edit.evaluate("unused", parts=("expression",), critics=args.edit_critics)
+        assert seen.pop() == expected
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "unused", "--edit-critics", "0"])

@@ -352,11 +352,12 @@ def _guide(guide: str | None):
 
 def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, parts=None,
              appearance: float | None = None, seed: int = 0, extra_strengths=(), guidance: float = 0.0,
-             guide: str | None = None, sheet=None) -> dict:
+             guide: str | None = None, sheet=None, critics: int | None = None) -> dict:
     """Every acceptance figure of issue 14 as a dict (parts: size, identity, expression, aus, speed; sheet only
     when named: a contact sheet of edits written to `sheet`).
     guide: recognizer weights for guidance instead of the shipped edit_guide ("recognizer": the shipped
-    recognizer itself, which also scores: how far guidance persuades its own judge)."""
+    recognizer itself, which also scores: how far guidance persuades its own judge).
+    critics: two-sample critics per realism figure, seeds 0..critics-1 (None: two_sample_tests' own)."""
     from core import get_recognizer, get_synthesizer
     from core.models.motion import MotionModel
     from core.synthesis.photo_edit import APPEARANCE, PhotoEditor
@@ -380,7 +381,8 @@ def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, pa
         if guidance:
             strengths["geometry_appearance_guided"] = (strength, guidance)
         strengths.update({f"appearance_{a:g}": (a, 0.0) for a in (extra_strengths or ())})
-        out["expression"] = part_expression(bench, strengths)
+        out["expression"] = part_expression(bench, strengths, critic=None if critics is None else
+                                              {"seeds": tuple(range(critics))})
     if "aus" in parts:
         out["aus"] = part_aus(bench, sweep_faces)
     if "sheet" in parts:  # only when asked: a picture to look at (core/evaluation/edit_sheet.py)
