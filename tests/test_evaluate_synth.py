@@ -70,8 +70,6 @@ def test_class_matched_tests_give_both_sides_the_same_class_mix():
 
 def test_edit_critics_sets_how_many_critics_each_realism_figure_takes(monkeypatch):
     """--edit-critics N reaches the expression part as seeds 0..N-1; without it the realism default stands."""
-    import pytest
-
     import core.evaluation.edit as edit
     from core.evaluate_synth import build_parser
 
