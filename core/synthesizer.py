@@ -126,13 +126,6 @@ def check_controls(expression=None, aus=None, intensity: float = 1.0, guidance: 
     check_guidance(guidance)
 
 
-def _appearance(value: float | None) -> float:
-    """The photo edit's appearance strength: the default when None, else a finite number (parse_request bounds it)."""
-    from core.synthesis.photo_edit import APPEARANCE
-
-    return APPEARANCE if value is None else value
-
-
 @dataclass(frozen=True)
 class EncodedFace:
     """The largest face of a photo as the generator sees it: its aligned crop and its identity code.
@@ -234,14 +227,13 @@ class Synthesizer:
                     faces: str = "largest", appearance: float | None = None):
         """edit(), with each edited face's box, its 48-px aligned crop after the edit and notes (EditResult)."""
         check_guidance(guidance)
-        return self._photo_editor().edit(image, expression, aus, intensity, faces, _appearance(appearance), guidance)
+        return self._photo_editor().edit(image, expression, aus, intensity, faces, appearance, guidance)
 
     def edit_series(self, image, expression=None, aus=None, intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
                     guidance: float = 0.0, faces: str = "largest", appearance: float | None = None) -> list[np.ndarray]:
         """edit() at each intensity (neutral -> target), the photo's faces detected once: uint8 [H, W, 3] each."""
         check_guidance(guidance)
-        results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, _appearance(appearance),
-                                                   guidance)
+        results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, appearance, guidance)
         return [result.image for result in results]
 
     def edit_crop(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0

@@ -92,7 +92,7 @@ class Request:
     guidance: float = GUIDANCE
 
 
-def parse_request(expression=None, aus=None, intensity: float = 1.0, appearance: float = APPEARANCE,
+def parse_request(expression=None, aus=None, intensity: float = 1.0, appearance: float | None = APPEARANCE,
                   guidance: float = GUIDANCE) -> Request:
     from core.synthesizer import (
         _finite_in,
@@ -108,7 +108,7 @@ def parse_request(expression=None, aus=None, intensity: float = 1.0, appearance:
     distribution = parse_expression(expression) if expression is not None or not given else None
     strength = expression_strength(expression) if distribution is not None else 1.0  # a slider alone sets how much
     return Request(distribution, given, _finite_in(intensity, "intensity") * strength,
-                   check_appearance(appearance), check_guidance(guidance))
+                   check_appearance(APPEARANCE if appearance is None else appearance), check_guidance(guidance))
 
 
 def face_yaw_deg(landmarks: np.ndarray, template: np.ndarray) -> float:
@@ -172,12 +172,12 @@ class PhotoEditor:
         return cls(MotionModel.load(motion_path), get_synthesizer(), get_recognizer())
 
     def edit(self, image, expression=None, aus=None, intensity: float = 1.0, faces: str = "largest",
-             appearance: float = APPEARANCE, guidance: float = GUIDANCE) -> EditResult:
+             appearance: float | None = APPEARANCE, guidance: float = GUIDANCE) -> EditResult:
         request = parse_request(expression, aus, intensity, appearance, guidance)
         return self.edit_detected(*self._detect(image, faces), request)
 
     def edit_series(self, image, intensities, expression=None, aus=None, faces: str = "largest",
-                    appearance: float = APPEARANCE, guidance: float = GUIDANCE) -> list[EditResult]:
+                    appearance: float | None = APPEARANCE, guidance: float = GUIDANCE) -> list[EditResult]:
         """The same edit at each intensity, the faces detected once (the tab's neutral -> target strip)."""
         requests = [parse_request(expression, aus, float(s), appearance, guidance) for s in intensities]
         rgb, found = self._detect(image, faces)
