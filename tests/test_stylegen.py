@@ -251,3 +251,27 @@ def test_a_warm_start_is_small_and_continues_the_run(tmp_path):
             assert torch.allclose(x, y.half().float()), name  # half precision, as stored
     model, config = st.warm_start_configs(tmp_path / "warm.safetensors")
     assert model == TINY and config == TINY_TRAIN
+
+
+def test_redrawn_aus_are_marked_and_weigh_more_in_g_au_loss():
+    trainer = st.Trainer(TINY, dataclasses.replace(TINY_TRAIN, au_perturb=1.0), _pools(), None)
+    gen = torch.Generator().manual_seed(0)
+    info = st.fake_conditions(trainer.pools, 8, gen, trainer.tc, classes=st.batch_classes(trainer.pools, 8, gen, 0.5))
+    redrawn = info["redrawn"]
+    assert redrawn.shape == (8, len(AUS)) and redrawn.any() and not redrawn.all()
+    assert torch.equal(redrawn[:4], redrawn[4:])  # pairs share their condition
+    pred, target = torch.zeros(8, len(AUS)), torch.ones(8, len(AUS))
+    weight = 1 + 7 * redrawn.float()
+    assert float(sg.au_loss(pred, target, weight)) == pytest.approx(float(weight.mean()))
+    assert float(sg.au_loss(pred, target)) == pytest.approx(1.0)
+
+
+def test_uniform_real_faces_give_every_class_its_share():
+    from core.evaluation.synthesis import uniform_real_faces
+
+    labels = np.array([0] * 50 + [1] * 30 + [7] * 2 + list(range(2, 7)) * 4)
+    split = type("S", (), {"soft_targets": np.eye(8, dtype=np.float32)[labels],
+                           "images": np.arange(len(labels), dtype=np.int64)})()
+    faces, unique = uniform_real_faces(split, 80, np.random.default_rng(0))
+    assert np.bincount(labels[faces], minlength=8).tolist() == [10] * 8
+    assert unique == len(np.unique(faces)) < 80  # contempt (2 faces) and classes 2-6 (4 each) repeat

@@ -137,12 +137,33 @@ def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     # to a uniform class mix, the real side has the generated side's class mix without repeating faces.
     w_test, w_train = (class_weights(majority_labels(s.soft_targets[p])) for s, p in ((test_split, pick_test),
                                                                                  (train_split, pick_train)))
+    # What a perfect generator would score: real train faces with the generated side's uniform class mix
+    uniform, unique = uniform_real_faces(train_split, n, rng)
+    e_uniform = embeddings(recognizer, uniform)
     return {"generated_vs_test": frechet_distance(e_gen, e_test), "train_vs_test": frechet_distance(e_train, e_test),
             "class_weighted": {"generated_vs_test": frechet_distance(e_gen, e_test, weights_b=w_test),
-                               "train_vs_test": frechet_distance(e_train, e_test, weights_b=w_test, weights_a=w_train)},
+                               "train_vs_test": frechet_distance(e_train, e_test, weights_b=w_test, weights_a=w_train),
+                               "uniform_train_vs_test": frechet_distance(e_uniform, e_test, weights_b=w_test)},
             "two_sample": {"generated_vs_test": two_sample_tests(gen, test),
-                           "train_vs_test": two_sample_tests(train, test)},
+                           "train_vs_test": two_sample_tests(train, test),
+                           "uniform_train_vs_test": two_sample_tests(uniform, test)},
+            "uniform_train_vs_test": frechet_distance(e_uniform, e_test), "uniform_train_unique_faces": unique,
             "n": n, "classes": "uniform over the 8 expressions", "features": "recognizer penultimate (embed) layer"}
+
+
+def uniform_real_faces(split, n: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """n real faces of a split, classes (majority vote) uniform as uniform_faces draws them; a class with fewer
+    faces than its share repeats some (FER+ train has 170 contempt faces). Returns the faces and how many differ."""
+    from core.metrics import majority_labels
+
+    labels = majority_labels(split.soft_targets)
+    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+    picks = []
+    for k, count in enumerate(counts):
+        rows = np.flatnonzero(labels == k)
+        picks.append(rng.choice(rows, count, replace=len(rows) < count))
+    index = np.concatenate(picks)
+    return split.images[index], int(len(np.unique(index)))
 
 
 # A dozen descriptions a user might type, each with the expression it asks for.

@@ -296,8 +296,10 @@ def expression_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float
     return soft_ce(logits, (1 - smoothing) * target + smoothing / k)
 
 
-def au_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(pred.float(), target.float())
+def au_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error; weight [N, K] scales entries (re-drawn AUs count more than copied ones)."""
+    se = (pred.float() - target.float()) ** 2
+    return se.mean() if weight is None else (se * weight).mean()
 
 
 def recognizer_hinge(logits: torch.Tensor, classes: torch.Tensor, margin: float = 0.5) -> torch.Tensor:

@@ -58,6 +58,9 @@ class StyleTrainConfig:
     diversity_weight: float = 1.0
     onehot_share: float = 0.5  # fake conditions: one-hot expression (the Synthesizer's) vs a real face's votes
     au_perturb: float = 0.25  # share of fake conditions with some AUs re-drawn (teaches AU sliders)
+    # G's AU term on those re-drawn entries, relative to the copied ones: at 1 (to step 11,502), D's AU head read
+    # 0.09 for AU12 asked at 1 on a neutral face, and the mesh no smile at all
+    au_redraw_weight: float = 1.0
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
     e_every: int = 4
     e_batch: int = 32

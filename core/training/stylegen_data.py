@@ -111,7 +111,7 @@ def fake_conditions(pools: Pools, n: int, gen: torch.Generator, tc, classes: tor
     cond = torch.where(onehot[:, None], make_condition(F.one_hot(k, len(EXPRESSIONS)).float(), intensity, aus),
                        condition_from_targets(pools.targets[rows], aus))
     readable = onehot & ~perturbed & (intensity > 0.7)  # the recognizer hinge judges only these
-    info = {"cond": cond, "classes": k, "perturbed": perturbed, "readable": readable}
+    info = {"cond": cond, "classes": k, "perturbed": perturbed, "readable": readable, "redrawn": redraw}
     if paired:
         info = {name: torch.cat([v, v])[:n] for name, v in info.items()}
     info["paired"] = paired

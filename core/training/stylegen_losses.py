@@ -28,7 +28,10 @@ def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     cond, keep = info["cond"], ~info["perturbed"]
     logit, expr, au = d(sg.augment_pair(fake, gen, tc.shift), cond, project=keep)
     n_expr = len(EXPRESSIONS)
-    terms = {"g_adv": sg.g_nonsaturating(logit), "g_au": tc.g_au_weight * sg.au_loss(au, cond[:, n_expr + 1:])}
+    # A re-drawn AU is one entry in 17 on a quarter of the faces: weighted up, it is what teaches its slider
+    au_weight = 1 + (tc.au_redraw_weight - 1) * info["redrawn"].float() if "redrawn" in info else None
+    terms = {"g_adv": sg.g_nonsaturating(logit),
+             "g_au": tc.g_au_weight * sg.au_loss(au, cond[:, n_expr + 1:], au_weight)}
     if bool(keep.any()):  # re-drawn AUs may contradict the class: only the AU head judges those faces
         terms["g_expression"] = tc.g_expression_weight * sg.expression_loss(expr[keep], cond[keep, :n_expr])
     if tc.diversity_weight > 0 and info.get("paired") and len(fake) >= 2:
