@@ -16,8 +16,9 @@ text             a dozen descriptions read into sliders, 20 faces each: share th
                  sentence's expression
 identity         distance between identity codes E(G(z, c)) of one seed across the 8 expressions,
                  against the distance between different seeds with the same expression
-realism          Frechet distance in the recognizer's penultimate features: 2,000 generated vs 2,000
-                 real test faces, next to 2,000 real train vs 2,000 real test faces
+realism          Frechet distance in the recognizer's penultimate features and a two-sample test: 2,000
+                 generated vs 2,000 real test faces, next to 2,000 real train vs 2,000 real test faces and
+                 2,000 real train faces of uniform classes (what a perfect generator would score)
 """
 
 from __future__ import annotations
