@@ -108,10 +108,15 @@ def embeddings(recognizer, crops: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def uniform_counts(n: int) -> list[int]:
+    """Faces per class when n faces are spread uniformly over the 8 classes (the first classes take the rest)."""
+    return [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+
+
 def uniform_faces(synth, n: int, base_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n new faces, expressions uniform over the 8 classes at full strength, new people (seed base_seed + 1000 k
     + start for class k): uint8 faces [n, H, W] and their requested classes [n]."""
-    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+    counts = uniform_counts(n)
     faces = [face for k, count in enumerate(counts) for start in range(0, count, 64)
              for face in synth.generate({EXPRESSIONS[k]: 1.0}, seed=base_seed + k * 1000 + start,
                                         n=min(64, count - start))]
@@ -157,7 +162,7 @@ def uniform_real_faces(split, n: int, rng: np.random.Generator) -> tuple[np.ndar
     from core.metrics import majority_labels
 
     labels = majority_labels(split.soft_targets)
-    counts = [n // len(EXPRESSIONS) + (k < n % len(EXPRESSIONS)) for k in range(len(EXPRESSIONS))]
+    counts = uniform_counts(n)
     picks = []
     for k, count in enumerate(counts):
         rows = np.flatnonzero(labels == k)
