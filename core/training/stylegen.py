@@ -59,7 +59,8 @@ class StyleTrainConfig:
     onehot_share: float = 0.5  # fake conditions: one-hot expression (the Synthesizer's) vs a real face's votes
     au_perturb: float = 0.25  # share of fake conditions with some AUs re-drawn (teaches AU sliders)
     # G's AU term on those re-drawn entries, relative to the copied ones: at 1 (to step 11,502), D's AU head read
-    # 0.09 for AU12 asked at 1 on a neutral face, and the mesh no smile at all
+    # 0.09 for AU12 asked at 1 on a neutral face, and the mesh no smile at all; 8 (run gen19) moved 8 AU sliders
+    # of 17 instead of 5 but cost realism and readability (weights/README.md)
     au_redraw_weight: float = 1.0
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
     e_every: int = 4
