@@ -125,8 +125,9 @@ def uniform_faces(synth, n: int, base_seed: int) -> tuple[np.ndarray, np.ndarray
 
 def realism(synth, recognizer, data: str, n: int = 2000) -> dict:
     """n generated faces (expressions uniform over the 8 classes at full strength, random people) against n real
-    test faces, beside n real train faces against the same test faces: the Frechet distance in the recognizer's
-    embedding and a classifier two-sample test's held-out accuracy (core/evaluation/realism.py)."""
+    test faces, beside n real train faces (FER+'s class mix, and uniform classes: what a perfect generator would
+    score) against the same test faces: the Frechet distance in the recognizer's embedding and a classifier
+    two-sample test's held-out accuracy (core/evaluation/realism.py)."""
     from core.evaluation.realism import two_sample_tests
     from core.metrics import class_weights, majority_labels
     from core.training.data import load_split

@@ -29,7 +29,7 @@ def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     logit, expr, au = d(sg.augment_pair(fake, gen, tc.shift), cond, project=keep)
     n_expr = len(EXPRESSIONS)
     # A re-drawn AU is one entry in 17 on a quarter of the faces: weighted up, it is what teaches its slider
-    au_weight = 1 + (tc.au_redraw_weight - 1) * info["redrawn"].float() if "redrawn" in info else None
+    au_weight = None if tc.au_redraw_weight == 1 else 1 + (tc.au_redraw_weight - 1) * info["redrawn"].float()
     terms = {"g_adv": sg.g_nonsaturating(logit),
              "g_au": tc.g_au_weight * sg.au_loss(au, cond[:, n_expr + 1:], au_weight)}
     if bool(keep.any()):  # re-drawn AUs may contradict the class: only the AU head judges those faces
