@@ -70,6 +70,38 @@ def test_landmarks_read_from_the_wire_bytes_equal_the_field_by_field_reading(gra
 
 
 @pytest.mark.integration
+def test_threaded_graphs_give_the_solutions_landmarks(grace_hopper):
+    import mediapipe as mp
+    from mediapipe.calculators.tensor.inference_calculator_pb2 import InferenceCalculatorOptions
+
+    from core.face.detection import landmarks_to_pixels
+    from core.face.mp_graph import _expanded, _with_threads, lean
+
+    rgb = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    h, w = rgb.shape[:2]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                         min_detection_confidence=0.3) as mesh:
+        expected = landmarks_to_pixels(mesh.process(rgb).multi_face_landmarks[0], w, h)
+    for threads in (1, 2):
+        graph = lean(mp.solutions.face_mesh.FaceMesh, threads, static_image_mode=True, refine_landmarks=True,
+                     min_detection_confidence=0.3)  # a calculator parameter still reaches its node
+        try:
+            (wire,) = graph.run({"image": rgb})["multi_face_landmarks"]
+        finally:
+            graph.close()
+        # same models: only the order of float sums may differ between thread counts
+        assert np.abs(landmarks_to_pixels(wire, w, h) - expected).max() < 0.05 * threads
+    config = _with_threads(_expanded("mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"), 3)
+    counts = []
+    for node in config.node:
+        if node.calculator.startswith("InferenceCalculator"):
+            options = (InferenceCalculatorOptions.FromString(node.node_options[0].value) if node.node_options
+                       else node.options.Extensions[InferenceCalculatorOptions.ext])
+            counts.append(options.delegate.xnnpack.num_threads)
+    assert counts == [3, 3]  # the face detector's model and the landmark model
+
+
+@pytest.mark.integration
 def test_lean_graph_gives_what_the_solution_gives(grace_hopper):
     import mediapipe as mp
     from mediapipe.framework.formats.detection_pb2 import Detection

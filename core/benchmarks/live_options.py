@@ -30,19 +30,27 @@ def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
     import cv2
     import mediapipe as mp
 
-    from core.face.mp_graph import LeanGraph
+    from core.face.mp_graph import inference_threads, lean
 
     half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    out = {}
+    out = {"mediapipe_threads": inference_threads()}
     for faces in (1, 4):
         for refine in (True, False):
-            mesh = LeanGraph(mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=faces,
-                                                             refine_landmarks=refine))
+            mesh = lean(mp.solutions.face_mesh.FaceMesh, static_image_mode=False, max_num_faces=faces,
+                        refine_landmarks=refine)
             name = f"mesh_{faces}face{'_refined' if refine else ''}"
             out[f"{name}_ms"] = _median_ms(lambda m=mesh: m.run({"image": frame}), repeats)
             out[f"{name}_half_frame_ms"] = _median_ms(lambda m=mesh: m.run({"image": half}), repeats)
             mesh.close()
-    finder = LeanGraph(mp.solutions.face_detection.FaceDetection(model_selection=0))
+    for threads in (1, 2):  # XNNPACK threads of the live mesh and of the photo detector
+        mesh = lean(mp.solutions.face_mesh.FaceMesh, threads, static_image_mode=False, refine_landmarks=True)
+        out[f"mesh_1face_refined_{threads}thread_ms"] = _median_ms(lambda m=mesh: m.run({"image": frame}), repeats)
+        mesh.close()
+        detector = lean(mp.solutions.face_detection.FaceDetection, threads, model_selection=1)
+        out[f"full_range_detector_{threads}thread_ms"] = _median_ms(lambda d=detector: d.run({"image": frame}),
+                                                                   repeats)
+        detector.close()
+    finder = lean(mp.solutions.face_detection.FaceDetection, model_selection=0)
     out["short_range_detector_ms"] = _median_ms(lambda: finder.run({"image": frame}), repeats)
     finder.close()
     return out

@@ -75,19 +75,15 @@ class FaceDetector:
             quiet_mediapipe()
             import mediapipe as mp
 
-            from core.face.mp_graph import LeanGraph
+            from core.face.mp_graph import lean
 
             if self.mode == "photo":
                 # Full range first (group photos, small faces), short range for close-ups it misses.
-                self._detector = LeanGraph(mp.solutions.face_detection.FaceDetection(
-                    model_selection=1, min_detection_confidence=self.min_confidence
-                ))
-                self._close_detector = LeanGraph(mp.solutions.face_detection.FaceDetection(
-                    model_selection=0, min_detection_confidence=self.min_confidence
-                ))
-                self._mesh = LeanGraph(mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
-                ))
+                detection = mp.solutions.face_detection.FaceDetection
+                self._detector = lean(detection, model_selection=1, min_detection_confidence=self.min_confidence)
+                self._close_detector = lean(detection, model_selection=0, min_detection_confidence=self.min_confidence)
+                self._mesh = lean(mp.solutions.face_mesh.FaceMesh, static_image_mode=True, max_num_faces=1,
+                                  refine_landmarks=True, min_detection_confidence=0.3)
             else:
                 from core.face.stream_detection import StreamDetector
 

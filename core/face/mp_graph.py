@@ -10,6 +10,9 @@ the same timestamps and hands back the outputs' serialized bytes. It reaches int
 
 from __future__ import annotations
 
+import os
+from functools import cache
+
 # SolutionBase's own step: a 30 frames/s video, so tracking graphs see increasing timestamps
 _TIMESTAMP_STEP = 33333
 
@@ -50,6 +53,80 @@ class LeanGraph:
 
     def close(self) -> None:
         self._solution.close()
+
+
+def inference_threads() -> int:
+    """$EXPRESSIONLAB_MP_THREADS, else 1: XNNPACK threads of each MediaPipe model. Two cut a tracked live frame
+    by 1.4-1.9 ms on an idle 2-core machine but cost half as much CPU again (the workers spin between layers),
+    slow the photo path, and the second core is what other streams run on (docs/limits.md)."""
+    return max(1, int(os.environ.get("EXPRESSIONLAB_MP_THREADS", "1")))
+
+
+def lean(solution_class, threads: int | None = None, **kwargs) -> LeanGraph:
+    """A LeanGraph of `solution_class(**kwargs)` (FaceMesh, FaceDetection, SolutionBase) whose TFLite models run
+    on `threads` XNNPACK threads (inference_threads() by default).
+
+    MediaPipe's desktop builds give XNNPACK one thread and the solutions offer no option for it, so the graph is
+    expanded as SolutionBase expands it (subgraphs inlined) and every InferenceCalculator's XNNPACK delegate is
+    given the count; the models, and so the landmarks, are the same (tests/test_faces.py).
+    """
+    from mediapipe.python.solution_base import SolutionBase
+
+    count = threads or inference_threads()
+    if solution_class is SolutionBase:
+        kwargs["graph_config"] = _with_threads(_expanded(kwargs["graph_config"]), count)
+        return LeanGraph(SolutionBase(**kwargs))
+    threaded = type(solution_class.__name__, (solution_class, _threaded_base()), {"_threads": count})
+    return LeanGraph(threaded(**kwargs))
+
+
+def _expanded(config):
+    """The CalculatorGraphConfig of a .binarypb path (relative to mediapipe's root, as the solutions give it) or of
+    a config, with its subgraphs inlined."""
+    import mediapipe as mp
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.python._framework_bindings import validated_graph_config
+
+    validated = validated_graph_config.ValidatedGraphConfig()
+    if isinstance(config, str):
+        validated.initialize(binary_graph_path=os.path.join(os.path.dirname(os.path.dirname(mp.__file__)), config))
+    else:
+        validated.initialize(graph_config=config)
+    out = calculator_pb2.CalculatorGraphConfig()
+    out.ParseFromString(validated.binary_config)
+    return out
+
+
+def _with_threads(config, threads: int):
+    from mediapipe.calculators.tensor.inference_calculator_pb2 import InferenceCalculatorOptions
+
+    for node in config.node:
+        if not node.calculator.startswith("InferenceCalculator"):
+            continue
+        if node.node_options:  # proto3-style options
+            for packed in node.node_options:
+                options = InferenceCalculatorOptions.FromString(packed.value)
+                options.delegate.xnnpack.num_threads = threads
+                packed.value = options.SerializeToString()
+        else:
+            node.options.Extensions[InferenceCalculatorOptions.ext].delegate.xnnpack.num_threads = threads
+    return config
+
+
+@cache
+def _threaded_base():
+    from mediapipe.python.solution_base import SolutionBase
+
+    class ThreadedBase(SolutionBase):
+        """Sits between a solution and SolutionBase: the solution's graph path becomes a threaded config."""
+
+        _threads = 1
+
+        def __init__(self, binary_graph_path=None, graph_config=None, **kwargs):
+            config = _with_threads(_expanded(binary_graph_path or graph_config), self._threads)
+            super().__init__(graph_config=config, **kwargs)
+
+    return ThreadedBase
 
 
 def parse(serialized: list[bytes], message_class) -> list:

@@ -39,11 +39,11 @@ class RoiMesh:
         from mediapipe.framework import calculator_pb2
         from mediapipe.python.solution_base import SolutionBase
 
-        from core.face.mp_graph import LeanGraph
+        from core.face.mp_graph import lean
 
         config = text_format.Parse(_CONFIG, calculator_pb2.CalculatorGraphConfig())
-        self._graph = LeanGraph(SolutionBase(graph_config=config, side_inputs={"with_attention": True},
-                                             outputs=["face_landmarks"]))
+        self._graph = lean(SolutionBase, graph_config=config, side_inputs={"with_attention": True},
+                           outputs=["face_landmarks"])
 
     def landmarks(self, crop: np.ndarray, detection, photo_size: tuple[int, int], left: float, top: float,
                   scale: float):

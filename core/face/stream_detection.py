@@ -24,19 +24,18 @@ class StreamDetector:
         quiet_mediapipe()
         import mediapipe as mp
 
-        from core.face.mp_graph import LeanGraph
+        from core.face.mp_graph import lean
 
         def mesh(faces: int):
-            return LeanGraph(mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=False, max_num_faces=faces, refine_landmarks=True,  # AUs read the irises
-                min_detection_confidence=min_confidence, min_tracking_confidence=0.5))
+            return lean(mp.solutions.face_mesh.FaceMesh, static_image_mode=False, max_num_faces=faces,
+                        refine_landmarks=True,  # the AUs read the irises
+                        min_detection_confidence=min_confidence, min_tracking_confidence=0.5)
 
         self.max_faces = max_faces
         self._single = mesh(1)
         self._multi = mesh(max_faces) if max_faces > 1 else None
-        self._finder = (LeanGraph(mp.solutions.face_detection.FaceDetection(model_selection=0,
-                                                                           min_detection_confidence=min_confidence))
-                        if max_faces > 1 else None)
+        self._finder = (lean(mp.solutions.face_detection.FaceDetection, model_selection=0,
+                             min_detection_confidence=min_confidence) if max_faces > 1 else None)
         self._use_multi = False
         self._frame = 0
         self._lonely = 0
