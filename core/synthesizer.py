@@ -161,6 +161,7 @@ class Synthesizer:
         self.metadata = {k: v for k, v in (metadata or {}).items() if k not in ("kind", "version", "config")}
         self._recognizer = None
         self._editor = None
+        self._au_warp = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -188,10 +189,15 @@ class Synthesizer:
 
     # -- public: numpy in, numpy out
     def generate(self, expression=None, aus=None, seed: int = 0, n: int = 1, intensity: float = 1.0,
-                 guidance: float = 0.0) -> list[np.ndarray]:
-        """n new faces (people drawn from the prior) with the requested expression and AUs."""
+                 guidance: float = 0.0, warp_aus: bool = True) -> list[np.ndarray]:
+        """n new faces (people drawn from the prior) with the requested expression and AUs.
+
+        warp_aus: the AUs set in `aus` are carried the rest of the way by the motion model's warp of the drawn
+        face (core/synthesis/au_warp.py: G alone moves several too little to see); False: as G draws them.
+        """
         with self._lock:
-            return self._render(self._identities(seed, n), self._condition(expression, aus, intensity), guidance)
+            faces = self._render(self._identities(seed, n), self._condition(expression, aus, intensity), guidance)
+        return self._warp_aus(faces, aus) if warp_aus else faces
 
     def encode_face(self, image) -> EncodedFace:
         """The largest face of a photo (path, bytes, PIL image or array); NoFaceError when there is none."""
@@ -248,14 +254,16 @@ class Synthesizer:
         with self._lock:
             return self._render(self._code(face), self._condition(expression, aus, intensity), guidance)[0]
 
-    def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, face: EncodedFace | None = None
-              ) -> list[np.ndarray]:
-        """One person (a new one from `seed`, or `face`) from neutral (intensity 0) to the target (intensity 1)."""
+    def morph(self, expression=None, aus=None, seed: int = 0, steps: int = 6, face: EncodedFace | None = None,
+              warp_aus: bool = True) -> list[np.ndarray]:
+        """One person (a new one from `seed`, or `face`) from neutral (intensity 0) to the target (intensity 1);
+        the AUs set in `aus` hold in every frame (warp_aus as in generate)."""
         if not 2 <= int(steps) <= 32:
             raise InputError(f"steps must be between 2 and 32, not {steps!r}")
         with self._lock:
             z = self._identities(seed, 1) if face is None else self._code(face)
-            return [self._render(z, self._condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]
+            frames = [self._render(z, self._condition(expression, aus, float(s)))[0] for s in np.linspace(0, 1, steps)]
+        return self._warp_aus(frames, aus) if warp_aus else frames
 
     # -- internals: conditions, identities, drawing, guidance
     def _condition(self, expression=None, aus=None, intensity: float = 1.0) -> torch.Tensor:
@@ -326,6 +334,16 @@ class Synthesizer:
             (grad,) = torch.autograd.grad(score, z)
             z = (z + strength * 0.1 * grad / (grad.norm(dim=1, keepdim=True) + 1e-8)).detach().requires_grad_(True)
         return z.detach()
+
+    def _warp_aus(self, faces: list[np.ndarray], aus) -> list[np.ndarray]:
+        given = parse_aus(aus)
+        if not given:
+            return faces
+        if self._au_warp is None:
+            from core.synthesis.au_warp import AuWarp
+
+            self._au_warp = AuWarp()
+        return self._au_warp.apply(faces, given)
 
     def _photo_editor(self):
         """The photo-edit pipeline on this generator (a fine-tuned one edits with its own G and E)."""

@@ -38,7 +38,7 @@ def compute(data_dir: str | Path) -> dict[str, np.ndarray]:
         "photo_crop": np.stack([f.crop for f in faces]),
         "gen_happy": np.stack(s.generate(expression={"happiness": 1.0}, seed=0, n=4)),
         "gen_mix": np.stack(s.generate(expression={"surprise": 0.6, "fear": 0.4}, aus={"AU12": 0.8, "AU14": 0.9},
-                                       seed=7, n=3, intensity=0.7)),
+                                       seed=7, n=3, intensity=0.7, warp_aus=False)),  # G's own drawing
         "gen_guided": np.stack(s.generate(expression={"anger": 1.0}, seed=3, n=2, guidance=2.0)),
         "edit": s.edit_crop(photo, expression={"surprise": 1.0}),  # the 48-px redraw (edit() before the photo edit)
         "morph": np.stack(s.morph(expression={"sadness": 1.0}, seed=5, steps=4)),

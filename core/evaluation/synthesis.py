@@ -26,6 +26,7 @@ def controllability(synth, recognizer, seeds: int = 100) -> dict:
 def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
     from scipy.stats import spearmanr
 
+    from core.evaluation.lbp import lbp_histograms, rank1
     from core.face.aus import measure_aus_crops
 
     values = np.linspace(0, 1, steps)
@@ -48,6 +49,10 @@ def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
             "mean_rise": float(np.nanmean(measured[-1] - measured[0])),
             "measured_at_0": float(curve[0]), "measured_at_1": float(curve[-1]),
             "faces_with_mesh": float(known.mean()),
+            # the same person along the sweep: each seed's face at 1 re-identified among all seeds' faces at 0
+            # (LBP histograms, core/evaluation/lbp.py; 1/seeds by chance)
+            "same_person_rank1": rank1(np.stack([lbp_histograms(f) for f in faces[-seeds:]]), np.arange(seeds),
+                                       np.stack([lbp_histograms(f) for f in faces[:seeds]]), np.arange(seeds)),
         }
     return report
 

@@ -117,31 +117,53 @@ def align_face(grey: np.ndarray, face: DetectedFace, size: int = 48) -> np.ndarr
 
 
 def fer_crop_landmarks(images: np.ndarray, upscale: int = 2) -> np.ndarray:
-    """478 landmarks (x, y, z in 48-px crop pixels; NaN when not found) for each FER crop [N,48,48].
+    """478 landmarks (x, y, z in 48-px crop pixels; NaN when not found) for each FER crop [N,48,48]."""
+    mesh = CropMesh(upscale)
+    try:
+        return mesh.landmarks(images)
+    finally:
+        mesh.close()
+
+
+class CropMesh:
+    """The face mesh of FER-framed crops, one graph kept for many calls (not thread-safe).
 
     The crops are upscaled and padded by a quarter on each side, as face_mesh needs some context.
     """
-    import cv2
 
-    quiet_mediapipe()
-    import mediapipe as mp
+    def __init__(self, upscale: int = 2):
+        quiet_mediapipe()
+        import mediapipe as mp
 
-    n, h, w = images.shape
-    out = np.full((n, NUM_LANDMARKS, 3), np.nan, np.float32)
-    pad_y, pad_x = (h * upscale) // 4, (w * upscale) // 4
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                         min_detection_confidence=0.3) as mesh:
+        from core.face.mp_graph import lean
+
+        self.upscale = upscale
+        self._graph = lean(mp.solutions.face_mesh.FaceMesh, static_image_mode=True, max_num_faces=1,
+                           refine_landmarks=True, min_detection_confidence=0.3)
+
+    def landmarks(self, images: np.ndarray) -> np.ndarray:
+        import cv2
+
+        from core.face.detection import landmarks_to_pixels
+
+        n, h, w = images.shape
+        up = self.upscale
+        out = np.full((n, NUM_LANDMARKS, 3), np.nan, np.float32)
+        pad_y, pad_x = (h * up) // 4, (w * up) // 4
         for i, img in enumerate(images):
-            big = cv2.resize(img, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC)
+            big = cv2.resize(img, (w * up, h * up), interpolation=cv2.INTER_CUBIC)
             big = cv2.copyMakeBorder(big, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
-            result = mesh.process(np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2)))
-            if result.multi_face_landmarks:
-                pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
-                pts[:, 0] = (pts[:, 0] * big.shape[1] - pad_x) / upscale
-                pts[:, 1] = (pts[:, 1] * big.shape[0] - pad_y) / upscale
-                pts[:, 2] = pts[:, 2] * big.shape[1] / upscale
+            found = self._graph.run({"image": np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2))})
+            if found["multi_face_landmarks"]:
+                pts = landmarks_to_pixels(found["multi_face_landmarks"][0], 1, 1)  # the model's own float32s
+                pts[:, 0] = (pts[:, 0] * big.shape[1] - pad_x) / up
+                pts[:, 1] = (pts[:, 1] * big.shape[0] - pad_y) / up
+                pts[:, 2] = pts[:, 2] * big.shape[1] / up
                 out[i] = pts
-    return out
+        return out
+
+    def close(self) -> None:
+        self._graph.close()
 
 
 def procrustes_template(points: np.ndarray, iterations: int = 10) -> np.ndarray:

@@ -150,12 +150,13 @@ def _border_anchors(h: int, w: int, per_side: int = 8) -> np.ndarray:
 
 
 def backward_field(src: np.ndarray, dst: np.ndarray, region: Region, mask: np.ndarray,
-                   controls: np.ndarray | None = None) -> np.ndarray:
+                   controls: np.ndarray | None = None, min_cell_px: float = MIN_CELL_PX) -> np.ndarray:
     """float32 [h, w, 2]: for each output pixel of the region, the displacement to the pixel it reads.
 
     The spline is fitted at the moved points (dst) with value src - dst, so pixel dst reads src.
     Coordinates are scaled to the unit square first (the kernel's conditioning does not depend on the
-    face's size in pixels).
+    face's size in pixels). min_cell_px: the coarse grid's finest spacing (an image upscaled k times for
+    a finer warp needs no finer field: k times MIN_CELL_PX).
     """
     import cv2
 
@@ -166,7 +167,7 @@ def backward_field(src: np.ndarray, dst: np.ndarray, region: Region, mask: np.nd
     anchors = _border_anchors(h, w)
     centres = np.vstack([dst[:, :2] - region.offset, anchors]) / unit
     values = np.vstack([src[:, :2] - dst[:, :2], np.zeros((len(anchors), 2))]) / unit
-    cells = min(GRID_CELLS, unit / MIN_CELL_PX)
+    cells = min(GRID_CELLS, unit / min_cell_px)
     gh, gw = max(2, round(cells * h / unit) + 1), max(2, round(cells * w / unit) + 1)
     gy, gx = np.meshgrid(np.linspace(0, h - 1, gh), np.linspace(0, w - 1, gw), indexing="ij")
     with one_blas_thread():
