@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from core.benchmarks.synth import bench_synth
-from core.evaluation.synthesis import au_control, controllability, expression_sliders, identity, per_seed_rho
+from core.evaluation.synthesis import (
+    au_control,
+    controllability,
+    expression_sliders,
+    identity,
+    per_seed_rho,
+    same_person_rank1,
+)
 from core.labels import AUS, EXPRESSIONS
 from core.metrics import frechet_distance
 
@@ -21,7 +28,7 @@ def test_synthesis_metrics_run_on_a_tiny_generator(tiny_synthesizer, recognizer)
     assert set(c["per_class"]) == set(EXPRESSIONS) and 0 <= c["overall"] <= 1
     a = au_control(tiny_synthesizer, seeds=2, steps=3)
     assert set(a) == set(AUS)
-    assert {"rho_per_seed_median", "mean_rise"} <= set(a["AU12"])
+    assert {"rho_per_seed_median", "mean_rise", "same_person_rank1"} <= set(a["AU12"])
     e = expression_sliders(tiny_synthesizer, recognizer, seeds=2, steps=3)
     assert set(e) == set(EXPRESSIONS) - {"neutral"} and all(-1 <= r["rho_per_seed_median"] <= 1 for r in e.values())
     i = identity(tiny_synthesizer, seeds=3)
@@ -36,6 +43,14 @@ def test_per_seed_rho_sees_single_faces_that_do_not_move():
     rho = per_seed_rho(values, measured)
     assert rho[0] == pytest.approx(1.0) and rho[1] == 0.0
     assert np.isnan(per_seed_rho(values, np.full((4, 1), np.nan))[0])  # no mesh found: no verdict
+
+
+def test_same_person_rank1_tells_a_sweep_that_keeps_people_from_one_that_swaps_them():
+    rng = np.random.default_rng(0)
+    people = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(6)]
+    slightly = [np.clip(p.astype(int) + rng.integers(-8, 9, p.shape), 0, 255).astype(np.uint8) for p in people]
+    assert same_person_rank1(people, slightly) == 1.0
+    assert same_person_rank1(people, slightly[1:] + slightly[:1]) == 0.0  # every face became the next person
 
 
 def test_the_two_sample_test_tells_different_sets_apart_and_not_the_same_one():

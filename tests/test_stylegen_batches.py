@@ -85,6 +85,20 @@ def test_train_step_logs_the_diversity_term():
     assert "g_diversity" not in off.train_step(torch.autocast("cpu", enabled=False))
 
 
+def test_identity_hold_sees_coarse_changes_not_fine_ones_and_is_a_term_only_when_weighted():
+    rng = np.random.default_rng(0)
+    face = torch.from_numpy(rng.uniform(-1, 1, (4, 1, 48, 48)).astype(np.float32))
+    fine = face.clone()
+    fine[:, :, 30:38, 16:32] *= -1  # lips changed inside the pooled cells: their means barely move
+    coarse = torch.roll(face, 6, dims=3)  # the face moved: every cell's mean changes
+    assert float(sg.identity_hold(face, face)) == 0.0
+    assert float(sg.identity_hold(face, coarse)) > 3 * float(sg.identity_hold(face, fine))
+    amp = torch.autocast("cpu", enabled=False)
+    assert "g_identity" not in st.Trainer(TINY, TINY_TRAIN, _pools(), None).train_step(amp)  # default: off
+    held = st.Trainer(TINY, dataclasses.replace(TINY_TRAIN, identity_hold_weight=2.0), _pools(), None)
+    assert np.isfinite(held.train_step(amp)["g_identity"])
+
+
 def test_noise_varies_training_faces_not_inference_ones():
     g = sg.StyleGenerator(TINY)
     for block in g.blocks:

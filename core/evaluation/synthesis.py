@@ -26,7 +26,6 @@ def controllability(synth, recognizer, seeds: int = 100) -> dict:
 def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
     from scipy.stats import spearmanr
 
-    from core.evaluation.lbp import lbp_histograms, rank1
     from core.face.aus import measure_aus_crops
 
     values = np.linspace(0, 1, steps)
@@ -49,12 +48,18 @@ def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
             "mean_rise": float(np.nanmean(measured[-1] - measured[0])),
             "measured_at_0": float(curve[0]), "measured_at_1": float(curve[-1]),
             "faces_with_mesh": float(known.mean()),
-            # the same person along the sweep: each seed's face at 1 re-identified among all seeds' faces at 0
-            # (LBP histograms, core/evaluation/lbp.py; 1/seeds by chance)
-            "same_person_rank1": rank1(np.stack([lbp_histograms(f) for f in faces[-seeds:]]), np.arange(seeds),
-                                       np.stack([lbp_histograms(f) for f in faces[:seeds]]), np.arange(seeds)),
+            "same_person_rank1": same_person_rank1(faces[:seeds], faces[-seeds:]),
         }
     return report
+
+
+def same_person_rank1(start: list[np.ndarray], end: list[np.ndarray]) -> float:
+    """A slider's sweep keeps the person: each seed's face at the end re-identified among all seeds' faces at the
+    start (the same order), by LBP histograms (core/evaluation/lbp.py); 1 / seeds by chance."""
+    from core.evaluation.lbp import lbp_histograms, rank1
+
+    ids = np.arange(len(start))
+    return rank1(np.stack([lbp_histograms(f) for f in end]), ids, np.stack([lbp_histograms(f) for f in start]), ids)
 
 
 def per_seed_rho(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -83,7 +88,8 @@ def expression_sliders(synth, recognizer, seeds: int = 20, steps: int = 6) -> di
         probs = recognizer.predict_crops(np.stack(faces))[:, k].reshape(steps, seeds)
         per_seed = per_seed_rho(values, probs)
         report[name] = {"rho_per_seed_median": float(np.nanmedian(per_seed)),
-                        "prob_at_0": float(probs[0].mean()), "prob_at_1": float(probs[-1].mean())}
+                        "prob_at_0": float(probs[0].mean()), "prob_at_1": float(probs[-1].mean()),
+                        "same_person_rank1": same_person_rank1(faces[:seeds], faces[-seeds:])}
     return report
 
 

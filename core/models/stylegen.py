@@ -319,6 +319,12 @@ def diversity_hinge(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.relu(target - spread)
 
 
+def identity_hold(a: torch.Tensor, b: torch.Tensor, pool: int = 8) -> torch.Tensor:
+    """Mean L1 of two batches of faces of the same z under different conditions, each pooled pool x pool: pose,
+    hair, lighting and face shape should not change with an expression (its furrows and lips are finer)."""
+    return (F.avg_pool2d(a.float(), pool) - F.avg_pool2d(b.float(), pool)).abs().mean()
+
+
 def latent_cycle(z_pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (z_pred.float() - z.float()).abs().mean()
 

@@ -62,6 +62,9 @@ class StyleTrainConfig:
     # 0.09 for AU12 asked at 1 on a neutral face, and the mesh no smile at all; 8 (run gen19) moved 8 AU sliders
     # of 17 instead of 5 but cost realism and readability (weights/README.md)
     au_redraw_weight: float = 1.0
+    # L1 between the low-pass (8x8-pooled) faces of one z under two conditions: at 0 (to step 11,502) an expression
+    # slider swept 0 -> 1 kept the person on 0.15-0.25 of the faces (core.evaluate_synth same_person_rank1)
+    identity_hold_weight: float = 0.0
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
     e_every: int = 4
     e_batch: int = 32
@@ -141,6 +144,10 @@ class Trainer:
         self.d.requires_grad_(False)
         with amp:
             g_terms = g_losses(self.d, fake, info, gen, tc, self.step, self.recognizer)
+            if tc.identity_hold_weight > 0:
+                q = max(1, tc.batch_size // 4)  # the same people under conditions of their own
+                other = self.g(z[:q], fake_conditions(self.pools, q, gen, tc)["cond"], noise=gen)
+                g_terms["g_identity"] = tc.identity_hold_weight * sg.identity_hold(fake[:q], other)
         self.opt_g.zero_grad(set_to_none=True)
         total(g_terms).backward()
         self.opt_g.step()
