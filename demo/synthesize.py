@@ -208,7 +208,8 @@ def _control_sliders():
                                     min_width=120) for name in EXPRESSIONS]
         intensity = gr.Slider(0, 1, value=1.0, step=0.05, label="overall intensity")
     use_aus = gr.Checkbox(value=False, label="Set action units with the sliders (otherwise typical for the "
-                                             "expression); each slider sets its AU from 0 (none) to 1 (strong)")
+                                             "expression); each slider sets its AU from 0 (none) to 1 (strong): "
+                                             "the generator draws it and the face is warped the rest of the way")
     au_sliders = {}
     with gr.Row():
         with gr.Accordion("Upper-face action units", open=False):
