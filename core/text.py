@@ -63,8 +63,17 @@ AU_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
     "AU20": ("lips stretched sideways", "mouth stretched wide horizontally", "tense stretched lips"),
     "AU23": ("lips pressed tight", "tightened thin lips", "lips pressed together"),
     "AU25": ("lips parted", "mouth slightly open", "lips apart"),
-    "AU26": ("jaw dropped", "mouth hanging open", "open mouth gaping"),
+    "AU26": ("jaw dropped", "mouth hanging open", "open mouth gaping", "mouth wide open"),
     "AU45": ("eyes closed", "blinking", "eyelids shut"),
+}
+
+# Face parts named in descriptions and sentences; a window naming one part matches descriptions of that part only.
+FACE_PARTS: dict[str, tuple[str, ...]] = {
+    "eyes": ("eye", "eyes", "eyed", "eyelid", "eyelids", "lid", "lids"),
+    "brows": ("brow", "brows", "eyebrow", "eyebrows"),
+    "mouth": ("mouth", "lip", "lips", "teeth", "jaw", "chin", "smile", "smiling", "pouting"),
+    "nose": ("nose",),
+    "cheeks": ("cheek", "cheeks", "dimples"),
 }
 
 # No "face" or "person" in these: such words are in most inputs and would match every class.
@@ -156,6 +165,56 @@ def _windows(tokens: list[str], sizes=(2, 3, 4)) -> list[tuple[int, int]]:
     return [(a, min(b, len(tokens))) for a, b in spans] or [(0, len(tokens))]
 
 
+def _parts(words) -> set[str]:
+    return {part for word in words for part, names in FACE_PARTS.items() if word in names}
+
+
+def _match_aus(tokens: list[str]) -> dict[str, tuple[float, int, int]]:
+    """AU -> (similarity, window start, window end) of the AUs a sentence asks for, by meaning."""
+    keys, bank = EMBEDDER.bank("aus", AU_DESCRIPTIONS)
+    phrases = [p for phrases in AU_DESCRIPTIONS.values() for p in phrases]
+    windows = _windows(tokens, sizes=(2, 3, 4, 5))
+    sims = bank @ EMBEDDER.encode([" ".join(tokens[a:b]) for a, b in windows]).T  # [descriptions, windows]
+    # "wide open" of "the mouth wide open" is not "eyes wide open": a window naming a face part matches only
+    # descriptions of that part (words naming no part match by meaning alone).
+    window_parts = [_parts(tokens[a:b]) for a, b in windows]
+    for i, phrase in enumerate(phrases):
+        mine = _parts(_words(phrase))
+        for j, theirs in enumerate(window_parts):
+            if mine and theirs and not mine & theirs:
+                sims[i, j] = -1.0
+    found: dict[str, tuple[float, int, int, int]] = {}
+    for au in AUS:
+        rows = [i for i, key in enumerate(keys) if key == au]
+        best = np.unravel_index(int(sims[rows].argmax()), sims[rows].shape)
+        score = float(sims[rows][best])
+        # An AU must match its phrase about as well as any other AU does (1 and 2 share "raised brows").
+        if score < AU_MATCH_THRESHOLD or score < float(sims[:, best[1]].max()) - 0.05:
+            continue
+        found[au] = (score, *windows[best[1]], rows[best[0]])
+    # "wide open" of "the mouth wide open" -> AU05 (eyes wide open): a window inside another AU's about as good
+    # match, which names a face part the AU's description does not, is that AU's words.
+    found = {au: hit for au, hit in found.items()
+             if not any(_covers(other, hit, _parts(_words(phrases[hit[3]])), tokens) for other in found.values())}
+    kept: dict[str, tuple[float, int, int]] = {}
+    for au, (score, a, b, _) in sorted(found.items(), key=lambda kv: -kv[1][0]):
+        if ANTAGONISTS.get(au) in kept:
+            continue  # "mouth turned down" is not a smile: keep the better-matching one of a pair
+        # "the mouth wide" -> AU14 (0.67) is a piece of "mouth wide open" -> AU25 (0.79)
+        if any(a < b_o and a_o < b and score_o > score + 0.05 for score_o, a_o, b_o in kept.values()):
+            continue
+        kept[au] = (score, a, b)
+    return {au: kept[au] for au in AUS if au in kept}
+
+
+def _covers(other: tuple, mine: tuple, my_parts: set[str], tokens: list[str]) -> bool:
+    (score_o, a_o, b_o, _), (score, a, b, _) = other, mine
+    if other is mine or not (a_o <= a and b <= b_o) or (a_o, b_o) == (a, b) or score_o < score - 0.05:
+        return False
+    covering = _parts(tokens[a_o:b_o])
+    return bool(my_parts and covering and not my_parts & covering)
+
+
 def parse_text(text: str, use_embeddings: bool = True) -> TextReading:
     """Read a free-text description of a face into synthesis controls."""
     if not isinstance(text, str):
@@ -189,24 +248,8 @@ def parse_text(text: str, use_embeddings: bool = True) -> TextReading:
                 weights = probs / probs.sum()
                 best = EXPRESSIONS[int(per_class.argmax())]
                 matches.append(f"sentence resembles '{best}' ({per_class.max():.2f})")
-        keys, bank = EMBEDDER.bank("aus", AU_DESCRIPTIONS)
-        windows = _windows(tokens, sizes=(2, 3, 4, 5))
-        sims = bank @ EMBEDDER.encode([" ".join(tokens[a:b]) for a, b in windows]).T  # [descriptions, windows]
         sentence_intensity = float(np.mean(intensities)) if intensities else DEFAULT_INTENSITY
-        found: dict[str, tuple[float, int, int]] = {}
-        for au in AUS:
-            rows = [i for i, key in enumerate(keys) if key == au]
-            best = np.unravel_index(int(sims[rows].argmax()), sims[rows].shape)
-            score = float(sims[rows][best])
-            # An AU must match its phrase about as well as any other AU does (1 and 2 share "raised brows").
-            if score < AU_MATCH_THRESHOLD or score < float(sims[:, best[1]].max()) - 0.05:
-                continue
-            a, b = windows[best[1]]
-            found[au] = (score, a, b)
-        for au, (score, a, b) in found.items():
-            rival = ANTAGONISTS.get(au)
-            if rival in found and found[rival][0] > score:
-                continue  # "mouth turned down" is not a smile: keep the better-matching one of a pair
+        for au, (score, a, b) in _match_aus(tokens).items():
             aus[au] = _intensity_before(tokens, a) or sentence_intensity
             matches.append(f"'{' '.join(tokens[a:b])}' -> {au} ({score:.2f})")
     if not weights.any():

@@ -44,3 +44,15 @@ def test_negated_expression_words_are_ignored():
     assert reading.expression["happiness"] == 0
     assert parse_text("a man who isn't smiling", use_embeddings=False).expression["happiness"] == 0
     assert parse_text("a little boy smiling", use_embeddings=False).intensity == pytest.approx(0.85)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("text,aus", [
+    # "the mouth wide" once matched AU14 and AU20, "wide open" AU05 (eyes), "face with the mouth" AU15
+    ("a shocked face with the mouth wide open", {"AU26"}),
+    ("a surprised man with his mouth open", {"AU25", "AU26"}),
+    ("someone yawning with the jaw dropped", {"AU26"}),
+    ("eyes wide open and mouth wide open", {"AU05", "AU26"}),
+])
+def test_a_phrase_asks_for_its_own_aus_only(text, aus):
+    assert set(parse_text(text).aus) == aus, parse_text(text).matches
