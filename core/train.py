@@ -92,7 +92,7 @@ def _stylegen(args: argparse.Namespace) -> int:
                       if f.name != "steps" and {"--" + f.name.replace("_", "-"), "--no-" + f.name.replace("_", "-")} & flags)
     model, config = config_from_args(StyleGenConfig, args), config_from_args(StyleTrainConfig, args)
     if args.init:  # the warm start's own configs, but for the steps and the weights typed here
-        from core.training.stylegen import warm_start_configs
+        from core.training.stylegen_warm_start import warm_start_configs
 
         model, stored = warm_start_configs(args.init)
         config = dataclasses.replace(stored, **{k: getattr(config, k) for k in ("steps", *overrides)})
@@ -132,11 +132,11 @@ def _export_generator(args: argparse.Namespace) -> int:
 
 def _stylegen_warm_start(args: argparse.Namespace) -> int:
     """A StyleGen run's last.safetensors as a committable warm start (no optimizer state, half precision)."""
-    from core.training.stylegen import warm_start_from_checkpoint
+    from core.training.stylegen_warm_start import warm_start_from_checkpoint
 
     result = warm_start_from_checkpoint(args.source, args.out)
     if args.generator:
-        from core.training.stylegen import generator_from_checkpoint
+        from core.training.stylegen_warm_start import generator_from_checkpoint
 
         result["generator"] = {"out": args.generator, **generator_from_checkpoint(args.source, args.generator)}
     sys.stdout.write(json.dumps({"event": "exported", "out": args.out, **result}) + "\n")

@@ -9,6 +9,7 @@ import torch
 
 import core.training.stylegen as st
 import core.training.stylegen_losses as sl
+import core.training.stylegen_warm_start as ws
 from core.labels import AUS, EXPRESSIONS
 from core.models import stylegen as sg
 
@@ -242,14 +243,14 @@ def test_resume_may_change_only_named_fields(tmp_path):
 def test_a_warm_start_is_small_and_continues_the_run(tmp_path):
     trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
     trainer.step = 7
-    st.export_warm_start(tmp_path / "warm.safetensors", trainer)
+    ws.export_warm_start(tmp_path / "warm.safetensors", trainer)
     fresh = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
-    st.load_warm_start(fresh, tmp_path / "warm.safetensors")
+    ws.load_warm_start(fresh, tmp_path / "warm.safetensors")
     assert fresh.step == 7
     for a, b in ((fresh.g, trainer.g_ema), (fresh.g_ema, trainer.g_ema), (fresh.d, trainer.d), (fresh.e, trainer.e)):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.allclose(x, y.half().float()), name  # half precision, as stored
-    model, config = st.warm_start_configs(tmp_path / "warm.safetensors")
+    model, config = ws.warm_start_configs(tmp_path / "warm.safetensors")
     assert model == TINY and config == TINY_TRAIN
 
 
@@ -275,3 +276,26 @@ def test_uniform_real_faces_give_every_class_its_share():
     faces, unique = uniform_real_faces(split, 80, np.random.default_rng(0))
     assert np.bincount(labels[faces], minlength=8).tolist() == [10] * 8
     assert unique == len(np.unique(faces)) < 80  # contempt (2 faces) and classes 2-6 (4 each) repeat
+
+
+def test_after_a_warm_start_the_lr_ramps_up_and_a_resume_keeps_the_ramp(tmp_path):
+    tc = dataclasses.replace(TINY_TRAIN, init_lr_rampup=4)
+    trainer = st.Trainer(TINY, tc, _pools(), None)
+    trainer.step = 7
+    ws.export_warm_start(tmp_path / "warm.safetensors", trainer)
+    fresh = st.Trainer(TINY, tc, _pools(), None)
+    ws.load_warm_start(fresh, tmp_path / "warm.safetensors")
+    fresh.train_step(torch.autocast("cpu", enabled=False))
+    assert fresh.opt_g.param_groups[0]["lr"] == pytest.approx(tc.lr / 4)
+    assert fresh.opt_d.param_groups[0]["lr"] == pytest.approx(fresh.base_lrs["opt_d"][0] / 4)
+    tensors, meta = fresh.state()
+    resumed = st.Trainer(TINY, tc, _pools(), None)
+    resumed.load_state(tensors, json.loads(json.dumps(meta)))
+    resumed.train_step(torch.autocast("cpu", enabled=False))
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(tc.lr / 2)
+    for _ in range(3):
+        resumed.train_step(torch.autocast("cpu", enabled=False))
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(tc.lr)
+    scratch = st.Trainer(TINY, tc, _pools(), None)  # a run from scratch has no ramp of its own
+    scratch.train_step(torch.autocast("cpu", enabled=False))
+    assert scratch.opt_g.param_groups[0]["lr"] == pytest.approx(tc.lr)

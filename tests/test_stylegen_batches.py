@@ -9,6 +9,8 @@ import torch
 
 import core.training.stylegen as st
 import core.training.stylegen_data as sd
+import core.training.stylegen_losses as sl
+import core.training.stylegen_warm_start as ws
 from core.errors import WeightsError
 from core.labels import EXPRESSIONS
 from core.models import stylegen as sg
@@ -89,7 +91,7 @@ def test_identity_hold_sees_coarse_changes_not_fine_ones_and_is_a_term_only_when
     rng = np.random.default_rng(0)
     face = torch.from_numpy(rng.uniform(-1, 1, (4, 1, 48, 48)).astype(np.float32))
     fine = face.clone()
-    fine[:, :, 30:38, 16:32] *= -1  # lips changed inside the pooled cells: their means barely move
+    fine[:, :, 24:32, 16:32] = fine[:, :, 24:32, 16:32].flip(2)  # lips changed inside the 8x8 cells: means kept
     coarse = torch.roll(face, 6, dims=3)  # the face moved: every cell's mean changes
     assert float(sg.identity_hold(face, face)) == 0.0
     assert float(sg.identity_hold(face, coarse)) > 3 * float(sg.identity_hold(face, fine))
@@ -97,6 +99,10 @@ def test_identity_hold_sees_coarse_changes_not_fine_ones_and_is_a_term_only_when
     assert "g_identity" not in st.Trainer(TINY, TINY_TRAIN, _pools(), None).train_step(amp)  # default: off
     held = st.Trainer(TINY, dataclasses.replace(TINY_TRAIN, identity_hold_weight=2.0), _pools(), None)
     assert np.isfinite(held.train_step(amp)["g_identity"])
+    for block in held.g.blocks:  # per-pixel noise on: the term still sees no change under one condition
+        block.noise1.strength.data.fill_(0.5)
+    z, cond = torch.randn(3, TINY.z_dim), st.fake_conditions(held.pools, 3, torch.Generator(), held.tc)["cond"]
+    assert float(sl.identity_losses(held.g, z, cond, cond, 2.0, torch.Generator())["g_identity"]) == 0.0
 
 
 def test_noise_varies_training_faces_not_inference_ones():
@@ -164,7 +170,7 @@ def test_train_command_passes_typed_fields_over_a_warm_start(monkeypatch, tmp_pa
     import core.training.stylegen as trainer_module
 
     trainer = st.Trainer(TINY, dataclasses.replace(TINY_TRAIN, g_au_weight=10.0), _pools(), None)
-    st.export_warm_start(tmp_path / "warm.safetensors", trainer)
+    ws.export_warm_start(tmp_path / "warm.safetensors", trainer)
     seen = {}
     monkeypatch.setattr(trainer_module, "train", lambda *a, **k: seen.update(k, config=a[4]) or {"step": 0})
     argv = ["stylegen", "--data", "x", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "warm.safetensors"),
@@ -181,14 +187,14 @@ def test_a_run_checkpoint_becomes_the_same_warm_start_as_the_trainer_writes(tmp_
     trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
     trainer.train_step(torch.autocast("cpu", enabled=False))
     st.save_checkpoint(tmp_path / "last.safetensors", trainer)
-    st.export_warm_start(tmp_path / "a.safetensors", trainer)
-    assert st.warm_start_from_checkpoint(tmp_path / "last.safetensors", tmp_path / "b.safetensors")["step"] == 1
+    ws.export_warm_start(tmp_path / "a.safetensors", trainer)
+    assert ws.warm_start_from_checkpoint(tmp_path / "last.safetensors", tmp_path / "b.safetensors")["step"] == 1
     a, meta_a = read_safetensors(tmp_path / "a.safetensors")
     b, meta_b = read_safetensors(tmp_path / "b.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # no optimizer state, no rng
     assert meta_a == meta_b
     fresh = st.Trainer(TINY, TINY_TRAIN, _pools(), None)
-    st.load_warm_start(fresh, tmp_path / "b.safetensors")
+    ws.load_warm_start(fresh, tmp_path / "b.safetensors")
     assert fresh.step == 1
 
 

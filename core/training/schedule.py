@@ -21,3 +21,8 @@ def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def linear_ramp(step: int, length: int) -> float:
+    """0 -> 1 over `length` steps (1 from the start when length is 0)."""
+    return 1.0 if length <= 0 else min(1.0, (step + 1) / length)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from core.models import stylegen as sg
+from core.training.schedule import linear_ramp
 from core.training.stylegen_data import Pools, batch_classes, fake_conditions, load_pools, real_batch
-from core.training.stylegen_losses import d_losses, e_losses, g_losses, r1_losses, total
+from core.training.stylegen_losses import d_losses, e_losses, g_losses, identity_losses, r1_losses, total
 
 __all__ = ["Pools", "Trainer", "fake_conditions", "load_pools", "real_batch", "train"]
 
@@ -65,6 +66,9 @@ class StyleTrainConfig:
     # L1 between the low-pass (8x8-pooled) faces of one z under two conditions: at 0 (to step 11,502) an expression
     # slider swept 0 -> 1 kept the person on 0.15-0.25 of the faces (core.evaluate_synth same_person_rank1)
     identity_hold_weight: float = 0.0
+    # After a warm start the optimizers are fresh, and Adam with beta1 = 0 first moves every weight by a full lr
+    # step; the lr ramps up over this many steps instead (0: no ramp, the recipe to run gen21)
+    init_lr_rampup: int = 500
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
     e_every: int = 4
     e_batch: int = 32
@@ -115,6 +119,8 @@ class Trainer:
         self.opt_e = torch.optim.Adam(self.e.parameters(), lr=tc.lr * 0.4, betas=(0.9, tc.beta2))
         self.gen = torch.Generator().manual_seed(tc.seed)
         self.step = 0
+        self.ramp_start = None  # the step a warm start began at (load_warm_start)
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers().items()}
 
     def nets(self) -> dict:
         return {"g": self.g, "d": self.d, "e": self.e, "g_ema": self.g_ema}
@@ -124,6 +130,10 @@ class Trainer:
 
     def train_step(self, amp) -> dict:
         tc, gen = self.tc, self.gen
+        ramp = 1.0 if self.ramp_start is None else linear_ramp(self.step - self.ramp_start, tc.init_lr_rampup)
+        for name, opt in self.optimizers().items():
+            for group, base in zip(opt.param_groups, self.base_lrs[name]):
+                group["lr"] = base * ramp
         classes = None if not tc.class_matched else batch_classes(self.pools, tc.batch_size, gen, tc.class_temper)
         real, real_cond, targets, aus, known = real_batch(self.pools, tc.batch_size, gen, classes)
         info = fake_conditions(self.pools, tc.batch_size, gen, tc, classes)
@@ -145,9 +155,9 @@ class Trainer:
         with amp:
             g_terms = g_losses(self.d, fake, info, gen, tc, self.step, self.recognizer)
             if tc.identity_hold_weight > 0:
-                q = max(1, tc.batch_size // 4)  # the same people under conditions of their own
-                other = self.g(z[:q], fake_conditions(self.pools, q, gen, tc)["cond"], noise=gen)
-                g_terms["g_identity"] = tc.identity_hold_weight * sg.identity_hold(fake[:q], other)
+                q = max(1, tc.batch_size // 4)  # a quarter of the batch's people under conditions of their own
+                g_terms.update(identity_losses(self.g, z[:q], info["cond"][:q],
+                                               fake_conditions(self.pools, q, gen, tc)["cond"], tc.identity_hold_weight, gen))
         self.opt_g.zero_grad(set_to_none=True)
         total(g_terms).backward()
         self.opt_g.step()
@@ -184,7 +194,7 @@ class Trainer:
             tensors.update({f"{name}.{k}": v for k, v in t.items()})
             meta[name] = m
         tensors["rng"] = self.gen.get_state()
-        return tensors, {**meta, "step": self.step}
+        return tensors, {**meta, "step": self.step, "ramp_start": self.ramp_start}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
         from core.checkpoint import strip_prefix
@@ -200,6 +210,7 @@ class Trainer:
             unflatten_optimizer(opt, strip_prefix(tensors, name), meta[name])
         self.gen.set_state(tensors["rng"])
         self.step = int(meta["step"])
+        self.ramp_start = meta.get("ramp_start")
 
 
 # ---------------------------------------------------------------- the run: checkpoints, exports, log
@@ -226,81 +237,17 @@ def export(path: Path, trainer: Trainer, extra: dict | None = None) -> None:
     from core.checkpoint import model_tensors
 
     tensors = {**model_tensors("g", trainer.g_ema), **model_tensors("e", trainer.e)}
-    _write_generator(path, tensors, {"model_config": trainer.mc.to_dict(), "class_aus": trainer.pools.class_aus,
+    write_generator(path, tensors, {"model_config": trainer.mc.to_dict(), "class_aus": trainer.pools.class_aus,
                                      "step": trainer.step, "train_config": asdict(trainer.tc)}, extra)
 
 
-def _write_generator(path, tensors: dict, info: dict, extra: dict | None = None) -> None:
+def write_generator(path, tensors: dict, info: dict, extra: dict | None = None) -> None:
     """The inference file's layout, shared by export() and generator_from_checkpoint()."""
     from core.weights import FORMAT_VERSION, save_safetensors
 
     save_safetensors(path, tensors, {"kind": "generator", "version": FORMAT_VERSION, "config": info["model_config"],
                                      "class_aus": info["class_aus"], "step": info["step"],
                                      "train_config": info["train_config"], **(extra or {})})
-
-
-WARM_START_KIND = "stylegen_warm_start"
-
-
-def export_warm_start(path: Path, trainer: Trainer) -> None:
-    """A run's state small enough to commit (< 10 MB): EMA G, D and E in half precision, the step and configs;
-    no optimizer state. `train(init=path)` continues from it (G restarts from its EMA, optimizers fresh)."""
-    nets = {"g_ema": trainer.g_ema, "d": trainer.d, "e": trainer.e}
-    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
-    _write_warm_start(path, tensors, {"model_config": trainer.mc.to_dict(), "train_config": asdict(trainer.tc),
-                                      "class_aus": trainer.pools.class_aus, "step": trainer.step})
-
-
-def warm_start_from_checkpoint(source, path) -> dict:
-    """export_warm_start of a run folder's last.safetensors (save_checkpoint), without building the nets."""
-    from core.weights import read_safetensors
-
-    tensors, meta = read_safetensors(source)
-    kept = {k: v for k, v in tensors.items() if k.split(".")[0] in ("g_ema", "d", "e")}
-    info = {k: meta[k] for k in ("model_config", "train_config", "class_aus", "step")}
-    _write_warm_start(path, kept, info)
-    return {"step": info["step"], "bytes": Path(path).stat().st_size}
-
-
-def generator_from_checkpoint(source, path) -> dict:
-    """export() of a run folder's last.safetensors: its EMA G and E as an inference file (Synthesizer.load reads
-    it), so a warm start and the generator measured from it are the same step."""
-    from core.checkpoint import strip_prefix
-    from core.weights import read_safetensors
-
-    tensors, meta = read_safetensors(source)
-    kept = {f"{new}.{k}": v for old, new in (("g_ema", "g"), ("e", "e")) for k, v in strip_prefix(tensors, old).items()}
-    _write_generator(path, kept, meta)
-    return {"step": meta["step"], "bytes": Path(path).stat().st_size}
-
-
-def _write_warm_start(path, tensors: dict, info: dict) -> None:
-    from core.weights import FORMAT_VERSION, save_safetensors
-
-    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    save_safetensors(path, tensors, {"kind": WARM_START_KIND, "version": FORMAT_VERSION, **info})
-
-
-def load_warm_start(trainer: Trainer, path) -> None:
-    from core.checkpoint import strip_prefix
-    from core.errors import WeightsError
-    from core.weights import read_safetensors
-
-    tensors, meta = read_safetensors(path)
-    if meta.get("kind") != WARM_START_KIND:
-        raise WeightsError(f"{path} is not a StyleGen warm start")
-    for net in (trainer.g, trainer.g_ema):
-        sg.load_generator_state(net, strip_prefix(tensors, "g_ema"))
-    for name, net in (("d", trainer.d), ("e", trainer.e)):
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in strip_prefix(tensors, name).items()})
-    trainer.step = int(meta["step"])  # the EMA ramp and the recognizer's start go on from there
-
-
-def warm_start_configs(path) -> tuple[sg.StyleGenConfig, StyleTrainConfig]:
-    from core.weights import read_safetensors
-
-    _, meta = read_safetensors(path)
-    return sg.StyleGenConfig.from_dict(meta["model_config"]), StyleTrainConfig(**meta["train_config"])
 
 
 def restore(out: Path, mc: sg.StyleGenConfig, tc: StyleTrainConfig, resume: bool, overrides: tuple = ()):
@@ -343,6 +290,8 @@ def train(data_dir, out_dir, au_cache=None, model_config: sg.StyleGenConfig | No
     if state is not None:
         trainer.load_state(state, meta)
     elif init is not None:
+        from core.training.stylegen_warm_start import load_warm_start
+
         load_warm_start(trainer, init)
     amp = train_autocast(torch.device("cpu"), tc.amp)
     log_line(out, {"event": "start", "step": trainer.step, "resumed": state is not None, "train": len(pools.images),

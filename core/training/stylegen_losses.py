@@ -47,6 +47,14 @@ def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     return terms
 
 
+def identity_losses(g, z, cond, other_cond, weight: float, gen: torch.Generator) -> dict:
+    """The same people (z) under two conditions, drawn with the same per-pixel noise (fresh noise on one side only
+    would count as a change of person and push the noise strengths down): their low-pass faces should agree."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    a, b = (g(z, c, noise=torch.Generator().manual_seed(seed)) for c in (cond, other_cond))
+    return {"g_identity": weight * sg.identity_hold(a, b)}
+
+
 def e_losses(e, g_ema, z_prior, fake_cond, real, real_cond, tc) -> dict:
     """E inverts the (frozen) EMA generator: the codes of its faces back, and real faces redrawn.
 
