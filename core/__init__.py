@@ -53,3 +53,27 @@ def get_synthesizer():
 
             _shared["synthesizer"] = Synthesizer.load()
         return _shared["synthesizer"]
+
+
+def get_motion_model():
+    """The shipped motion model (weights/motion.safetensors), loaded once per process; read-only, shared by every
+    generator's photo edit and AU warp."""
+    with _shared_lock:
+        if "motion" not in _shared:
+            from core.models.motion import MotionModel
+
+            _shared["motion"] = MotionModel.load()
+        return _shared["motion"]
+
+
+def get_au_warp():
+    """The AU warp of drawn faces (core.synthesis.au_warp), one per process: it depends on no generator, and its
+    mesh graph is not built again for every session's fine-tuned generator."""
+    motion = get_motion_model()
+    with _shared_lock:
+        if "au_warp" not in _shared:
+            from core.synthesis.au_warp import AuWarp
+
+            _shared["au_warp"] = AuWarp(motion)
+        return _shared["au_warp"]
+

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-critics", type=_positive, default=None,
                         help="edit: two-sample critics per realism figure, the best one's accuracy being the "
                              "figure (default 3; about a minute each)")
+    parser.add_argument("--no-au-warp", dest="au_warp", action="store_false",
+                        help="au_control and text: G's faces as drawn, without the motion model's AU warp")
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -77,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     synth = Synthesizer.load(path=args.weights) if args.weights else Synthesizer.load()
     recognizer = get_recognizer()
-    report = {"weights": synth.source}
+    report = {"weights": synth.source, "au_warp": args.au_warp}
     if "controllability" in args.only:
         report["controllability"] = controllability(synth, recognizer)
     if "au_control" in args.only:
-        report["au_control"] = au_control(synth)
+        report["au_control"] = au_control(synth, warp_aus=args.au_warp)
     if "expression_sliders" in args.only:
         report["expression_sliders"] = expression_sliders(synth, recognizer)
     if "text" in args.only:
-        report["text"] = text_control(synth, recognizer)
+        report["text"] = text_control(synth, recognizer, warp_aus=args.au_warp)
     if "identity" in args.only:
         report["identity"] = identity(synth)
     if "realism" in args.only:

@@ -109,6 +109,18 @@ def _settle_antagonists(aus: np.ndarray, given: dict[str, float]) -> np.ndarray:
     return aus
 
 
+def settled_aus(given: dict[str, float]) -> dict[str, float]:
+    """The set AU sliders G is conditioned on (_settle_antagonists): of two set antagonists the weaker is dropped,
+    so the warp does not push back what G was not asked to draw."""
+    from core.face.aus import MEASURED_ANTAGONISTS
+
+    out = dict(given)
+    for a, b in MEASURED_ANTAGONISTS:
+        if a in out and b in out:
+            out.pop(b if out[a] >= out[b] else a)
+    return out
+
+
 def check_guidance(strength) -> float:
     return _finite_in(strength, "guidance strength", 10.0)
 
@@ -161,7 +173,6 @@ class Synthesizer:
         self.metadata = {k: v for k, v in (metadata or {}).items() if k not in ("kind", "version", "config")}
         self._recognizer = None
         self._editor = None
-        self._au_warp = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -336,23 +347,22 @@ class Synthesizer:
         return z.detach()
 
     def _warp_aus(self, faces: list[np.ndarray], aus) -> list[np.ndarray]:
-        given = parse_aus(aus)
+        given = settled_aus(parse_aus(aus))
         if not given:
             return faces
-        if self._au_warp is None:
-            from core.synthesis.au_warp import AuWarp
+        from core import get_au_warp
 
-            self._au_warp = AuWarp()
-        return self._au_warp.apply(faces, given)
+        return get_au_warp().apply(faces, given)
 
     def _photo_editor(self):
         """The photo-edit pipeline on this generator (a fine-tuned one edits with its own G and E)."""
-        if self._editor is None:
-            from core.models.motion import MotionModel
-            from core.synthesis.photo_edit import PhotoEditor
+        with self._lock:
+            if self._editor is None:
+                from core import get_motion_model
+                from core.synthesis.photo_edit import PhotoEditor
 
-            self._editor = PhotoEditor(MotionModel.load(), self, self._recognizer_model())
-        return self._editor
+                self._editor = PhotoEditor(get_motion_model(), self, self._recognizer_model())
+            return self._editor
 
     def _recognizer_model(self):
         if self._recognizer is None:

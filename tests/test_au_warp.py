@@ -58,3 +58,30 @@ def test_morph_warps_every_frame_with_the_sliders(shipped):
     assert len(frames) == 3
     lips = [measure_aus_crops(np.stack(faces))[:, AUS.index("AU25")] for faces in (frames, plain)]
     assert (lips[0] > lips[1]).all()  # each frame's lips parted further than G alone parts them
+
+
+@pytest.mark.integration
+def test_of_two_set_antagonist_sliders_the_warp_carries_only_the_one_g_draws(shipped):
+    from core.synthesizer import settled_aus
+
+    assert settled_aus({"AU01": 0.9, "AU04": 0.4, "AU12": 0.5}) == {"AU01": 0.9, "AU12": 0.5}
+    assert settled_aus({"AU01": 0.2, "AU04": 0.4}) == {"AU04": 0.4}
+    both = shipped.generate("neutral", {"AU01": 0.9, "AU04": 0.4}, seed=5, n=3)
+    alone = shipped.generate("neutral", {"AU01": 0.9}, seed=5, n=3)
+    assert all(np.array_equal(a, b) for a, b in zip(both, alone))  # G was conditioned on AU01 alone too
+
+
+@pytest.mark.integration
+def test_the_warp_is_shared_and_leaves_what_it_does_not_move_exactly_as_drawn(shipped):
+    from core import get_au_warp, get_motion_model
+
+    assert get_au_warp() is get_au_warp() and get_au_warp().motion is get_motion_model()
+    assert shipped._photo_editor().motion is get_motion_model()
+    drawn = shipped.generate("neutral", {"AU12": 1.0}, seed=11, n=4, warp_aus=False)
+    warped = shipped.generate("neutral", {"AU12": 1.0}, seed=11, n=4)
+    for before, after in zip(drawn, warped):
+        same, change = before == after, np.abs(before.astype(int) - after)
+        # outside the face's mask (the crop's corners) G's pixels exactly; the smile's change at the mouth
+        assert min(same[:6, :6].mean(), same[:6, -6:].mean(), same[-6:, :6].mean(), same[-6:, -6:].mean()) > 0.85
+        # (the motion model's AU12 row also shifts the forehead: 1.1-1.8 grey levels there, 3-6 at the mouth)
+        assert change[32:40].mean() > 1.5 * change[:8].mean()

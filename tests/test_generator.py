@@ -48,8 +48,8 @@ def test_losses_prefer_the_right_answer():
 
 def test_same_seed_same_face_and_n_faces(tiny_synthesizer):
     s = tiny_synthesizer
-    a = s.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=0, n=4)
-    b = s.generate(expression={"happy": 1.0}, aus={"au12": 0.8}, seed=0, n=4)
+    a = s.generate(expression={"happiness": 1.0}, aus={"AU12": 0.8}, seed=0, n=4, warp_aus=False)
+    b = s.generate(expression={"happy": 1.0}, aus={"au12": 0.8}, seed=0, n=4, warp_aus=False)
     assert len(a) == 4 and a[0].shape == (48, 48) and a[0].dtype == np.uint8
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], s.generate(expression="happiness", seed=1, n=1)[0])
@@ -149,7 +149,8 @@ def test_au14_is_drawn_as_a_corner_lift_beyond_the_neutral_level(tiny_synthesize
 
     aus = {name: [0.2] * len(AUS) for name in tiny_synthesizer.class_aus}
     synth = type(tiny_synthesizer)(tiny_synthesizer.g, tiny_synthesizer.e, aus, tiny_synthesizer.device)
-    faces = [np.stack(synth.generate("neutral", {"AU14": v}, seed=1, n=2)).astype(int) for v in (0.0, 0.2, 1.0)]
+    faces = [np.stack(synth.generate("neutral", {"AU14": v}, seed=1, n=2, warp_aus=False)).astype(int)
+             for v in (0.0, 0.2, 1.0)]
     assert np.array_equal(faces[0], faces[1])  # up to neutral's typical AU14: no lift, and G's input is the same
     changed = np.argwhere(np.abs(faces[2] - faces[1]).max(axis=0) > 0)
     assert len(changed)

@@ -45,12 +45,13 @@ def test_recognizer_reads_the_requested_expressions(synth, recognizer):
     assert np.mean(hits) >= 0.7, dict(zip(EXPRESSIONS, hits))
 
 
+@pytest.mark.parametrize("warp_aus", [False, True])  # G alone, and G with the motion model's warp
 @pytest.mark.parametrize("au", ["AU02", "AU12", "AU14", "AU26"])
-def test_au_slider_raises_the_measured_au(synth, au):
+def test_au_slider_raises_the_measured_au(synth, au, warp_aus):
     from core.face.aus import measure_aus_crops
 
-    low = measure_aus_crops(np.stack(synth.generate({"neutral": 1.0}, {au: 0.0}, seed=900, n=12)))
-    high = measure_aus_crops(np.stack(synth.generate({"neutral": 1.0}, {au: 1.0}, seed=900, n=12)))
+    low = measure_aus_crops(np.stack(synth.generate({"neutral": 1.0}, {au: 0.0}, seed=900, n=12, warp_aus=warp_aus)))
+    high = measure_aus_crops(np.stack(synth.generate({"neutral": 1.0}, {au: 1.0}, seed=900, n=12, warp_aus=warp_aus)))
     i = AUS.index(au)
     assert np.nanmean(high[:, i]) > np.nanmean(low[:, i]) + 0.05
 

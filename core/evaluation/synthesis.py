@@ -23,7 +23,7 @@ def controllability(synth, recognizer, seeds: int = 100) -> dict:
     return {"overall": float(np.mean(list(per_class.values()))), "per_class": per_class, "seeds": seeds}
 
 
-def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
+def au_control(synth, seeds: int = 20, steps: int = 7, warp_aus: bool = True) -> dict:
     from scipy.stats import spearmanr
 
     from core.face.aus import measure_aus_crops
@@ -33,7 +33,7 @@ def au_control(synth, seeds: int = 20, steps: int = 7) -> dict:
     for i, au in enumerate(AUS):
         faces = []
         for v in values:
-            faces += synth.generate({"neutral": 1.0}, {au: float(v)}, seed=20_000, n=seeds)
+            faces += synth.generate({"neutral": 1.0}, {au: float(v)}, seed=20_000, n=seeds, warp_aus=warp_aus)
         measured = measure_aus_crops(np.stack(faces))[:, i].reshape(steps, seeds)
         known = np.isfinite(measured)
         curve = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in measured])
@@ -200,7 +200,7 @@ TEXT_CASES = (
 )
 
 
-def text_control(synth, recognizer, seeds: int = 20) -> dict:
+def text_control(synth, recognizer, seeds: int = 20, warp_aus: bool = True) -> dict:
     """Each description read into sliders (as the tab's text box does) and drawn for `seeds` people: how often the
     recognizer reads the expression the sentence asks for."""
     from core.text import parse_text
@@ -209,7 +209,7 @@ def text_control(synth, recognizer, seeds: int = 20) -> dict:
     for k, (sentence, wanted) in enumerate(TEXT_CASES):
         reading = parse_text(sentence)
         faces = synth.generate(reading.expression, reading.aus or None, seed=60_000 + 100 * k, n=seeds,
-                               intensity=reading.intensity)
+                               intensity=reading.intensity, warp_aus=warp_aus)
         read = recognizer.predict_crops(np.stack(faces)).argmax(axis=1)
         report[sentence] = {"wanted": wanted, "understood": reading.summary(),
                             "read_as_wanted": float((read == EXPRESSIONS.index(wanted)).mean()),

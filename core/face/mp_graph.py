@@ -57,9 +57,13 @@ class LeanGraph:
 
 def inference_threads() -> int:
     """$EXPRESSIONLAB_MP_THREADS, else 1: XNNPACK threads of each MediaPipe model. Two cut a tracked live frame
-    by 1.4-1.9 ms on an idle 2-core machine but cost half as much CPU again (the workers spin between layers),
-    slow the photo path, and the second core is what other streams run on (docs/limits.md)."""
-    return max(1, int(os.environ.get("EXPRESSIONLAB_MP_THREADS", "1")))
+    by 1.4-2.0 ms on an idle 2-core machine but cost half as much CPU again (the workers spin between layers),
+    gave the photo path 15.0-19.0 ms against 15.8-16.0, and the second core is what other streams run on
+    (docs/limits.md)."""
+    raw = os.environ.get("EXPRESSIONLAB_MP_THREADS", "1")
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"$EXPRESSIONLAB_MP_THREADS must be a whole number of threads, at least 1, not {raw!r}")
+    return int(raw)
 
 
 def lean(solution_class, threads: int | None = None, **kwargs) -> LeanGraph:
@@ -72,10 +76,12 @@ def lean(solution_class, threads: int | None = None, **kwargs) -> LeanGraph:
     """
     from mediapipe.python.solution_base import SolutionBase
 
-    count = threads or inference_threads()
+    count = inference_threads() if threads is None else threads
+    if count < 1:
+        raise ValueError(f"a MediaPipe model needs at least one thread, not {count}")
     if solution_class is SolutionBase:
-        kwargs["graph_config"] = _with_threads(_expanded(kwargs["graph_config"]), count)
-        return LeanGraph(SolutionBase(**kwargs))
+        config = kwargs.pop("graph_config", None) or kwargs.pop("binary_graph_path")
+        return LeanGraph(SolutionBase(graph_config=_with_threads(_expanded(config), count), **kwargs))
     threaded = type(solution_class.__name__, (solution_class, _threaded_base()), {"_threads": count})
     return LeanGraph(threaded(**kwargs))
 
@@ -105,12 +111,20 @@ def _with_threads(config, threads: int):
             continue
         if node.node_options:  # proto3-style options
             for packed in node.node_options:
-                options = InferenceCalculatorOptions.FromString(packed.value)
-                options.delegate.xnnpack.num_threads = threads
-                packed.value = options.SerializeToString()
+                if packed.type_url.endswith(InferenceCalculatorOptions.DESCRIPTOR.full_name):
+                    options = InferenceCalculatorOptions.FromString(packed.value)
+                    _set_xnnpack_threads(options, threads)
+                    packed.value = options.SerializeToString()
         else:
-            node.options.Extensions[InferenceCalculatorOptions.ext].delegate.xnnpack.num_threads = threads
+            _set_xnnpack_threads(node.options.Extensions[InferenceCalculatorOptions.ext], threads)
     return config
+
+
+def _set_xnnpack_threads(options, threads: int) -> None:
+    """Threads of an XNNPACK delegate (or of the default one, which is XNNPACK on CPU); a model set to another
+    delegate keeps it."""
+    if options.delegate.WhichOneof("delegate") in (None, "xnnpack"):
+        options.delegate.xnnpack.num_threads = threads
 
 
 @cache

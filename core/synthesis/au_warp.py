@@ -1,7 +1,7 @@
 """AU sliders on new faces: the generator draws the face, the motion model carries each slider the rest of the way.
 
 The generator's own AU input moves several AUs too little to see at 48 px (the lip-corner pull and the lips
-parting most: docs/synthesis.md, "AU sliders"). The photo edit moves a real face's AUs by warping it with the
+parting most: docs/synthesis.md, "Sliders with plain meanings, per face"). The photo edit moves a real face's AUs by warping it with the
 motion model (core/models/motion.py, core/face/warp.py); a drawn face gets the same treatment: its mesh is
 fitted as the AU measure fits it (core.face.alignment.CropMesh), its AUs are measured, and the face is warped
 from those AUs to the values the user set. Only the AUs set move; pixels outside the face mask stay G's.
@@ -61,9 +61,7 @@ class AuWarp:
         from core.synthesis.photo_edit import MASK_BLUR, MASK_GROW, REGION_MARGIN  # the photo edit's own
 
         if not np.isfinite(points).all():
-            self.missed += 1
-            log.info("AU sliders: no mesh on a drawn face; it is returned as drawn")
-            return face
+            return self._as_drawn(face, "no mesh on a drawn face")
         current = measure_aus(points, self.calibration)
         target = np.clip(np.nan_to_num(current), 0.0, 1.0)
         for name, value in given.items():
@@ -76,7 +74,7 @@ class AuWarp:
         points, moved = points * k, moved * k
         region = face_region([points, moved], big.shape, REGION_MARGIN)
         if min(region.shape) < 8:
-            return face
+            return self._as_drawn(face, "the drawn face's mesh is too small to warp")
         mask = np.maximum(soft_face_mask(points, region, MASK_GROW, MASK_BLUR),
                           soft_face_mask(moved, region, MASK_GROW, MASK_BLUR))
         field = backward_field(points, moved, region, mask, self.controls, MIN_CELL_PX * k)
@@ -86,6 +84,11 @@ class AuWarp:
         if k > 1:  # the warp's change, shrunk: where nothing moved the face keeps G's pixels exactly
             change = cv2.resize(change, (w, h), interpolation=cv2.INTER_AREA)
         return np.clip(np.round(face + change), 0, 255).astype(np.uint8)
+
+    def _as_drawn(self, face: np.ndarray, why: str) -> np.ndarray:
+        self.missed += 1
+        log.info("AU sliders: %s; it is returned as drawn", why)
+        return face
 
     def close(self) -> None:
         with self._lock:

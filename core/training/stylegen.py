@@ -64,7 +64,7 @@ class StyleTrainConfig:
     # of 17 instead of 5 but cost realism and readability (weights/README.md)
     au_redraw_weight: float = 1.0
     # L1 between the low-pass (8x8-pooled) faces of one z under two conditions: at 0 (to step 11,502) an expression
-    # slider swept 0 -> 1 kept the person on 0.15-0.25 of the faces (core.evaluate_synth same_person_rank1)
+    # slider swept 0 -> 1 kept the person on 0.25 of the faces (fear 0.15; core.evaluate_synth same_person_rank1)
     identity_hold_weight: float = 0.0
     # After a warm start the optimizers are fresh, and Adam with beta1 = 0 first moves every weight by a full lr
     # step; the lr ramps up over this many steps instead (0: no ramp, the recipe to run gen21)
