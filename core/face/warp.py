@@ -20,6 +20,9 @@ GRID_CELLS = 64  # coarse grid across the face region: lids and lips move by a f
 MIN_CELL_PX = 2.0  # ... but a small region (the generator's 48-px crop) needs no node per pixel
 MASK_SIDE = 128  # the mask is drawn at this size and resized: its edge is blurred anyway
 TPS_SMOOTHING = 1e-3  # of the (unit-scaled) kernel: nearly exact, stable for close-together points
+# The face's warped area, as fractions of the face size: the mask reaches past the mesh by MASK_GROW and fades
+# over MASK_BLUR; the region holds both meshes with REGION_MARGIN around them
+MASK_GROW, MASK_BLUR, REGION_MARGIN = 0.08, 0.03, 0.16
 
 
 @dataclass(frozen=True)
@@ -205,3 +208,20 @@ def box_window(region: Region, box, factor: float = 1.25, ramp: float = 0.1) -> 
     wx = np.clip((hw - np.abs(xs - cx)) / max(ramp * (x1 - x0), 1.0), 0.0, 1.0)
     wy = np.clip((hh - np.abs(ys - cy)) / max(ramp * (y1 - y0), 1.0), 0.0, 1.0)
     return np.outer(wy, wx).astype(np.float32)
+
+
+def warp_face(image: np.ndarray, points: np.ndarray, moved: np.ndarray, controls: np.ndarray,
+              window=None, min_cell_px: float = MIN_CELL_PX):
+    """The image's face moved from mesh `points` to `moved` (pixels): (region, its warped pixels, the soft mask
+    the warp was confined to), or None when the region is under 8 px a side. `window(region)`, if given, is
+    multiplied into the mask (the photo edit's face-box limit)."""
+    region = face_region([points, moved], image.shape, REGION_MARGIN)
+    if min(region.shape) < 8:
+        return None
+    mask = np.maximum(soft_face_mask(points, region, MASK_GROW, MASK_BLUR),
+                      soft_face_mask(moved, region, MASK_GROW, MASK_BLUR))
+    if window is not None:
+        mask = mask * window(region)
+    field = backward_field(points, moved, region, mask, controls, min_cell_px)
+    return region, warp_region(image, region, field), mask
+

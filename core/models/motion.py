@@ -106,6 +106,14 @@ class MotionModel:
             target[AUS.index(name)] = value
         return np.clip(target, 0.0, 1.0)
 
+    @staticmethod
+    def slider_target(current: np.ndarray, given: dict[str, float]) -> np.ndarray:
+        """AU sliders alone: the AUs set move to their values, the others stay where the face has them."""
+        target = np.clip(np.nan_to_num(np.asarray(current, np.float64)), 0.0, 1.0)
+        for name, value in given.items():
+            target[AUS.index(name)] = value
+        return target
+
     # -- geometry
     def frontal_delta(self, delta_aus: np.ndarray) -> np.ndarray:
         """Displacement [478, 3] in the frontal frame for a change of AU intensities [17]."""

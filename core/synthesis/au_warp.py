@@ -15,8 +15,6 @@ import threading
 
 import numpy as np
 
-from core.labels import AUS
-
 log = logging.getLogger(__name__)
 
 # The face is warped at this many times its size and the change shrunk back (area) and added: a 48-px bilinear
@@ -57,30 +55,22 @@ class AuWarp:
         import cv2
 
         from core.face.aus import measure_aus
-        from core.face.warp import MIN_CELL_PX, backward_field, face_region, soft_face_mask, warp_region
-        from core.synthesis.photo_edit import MASK_BLUR, MASK_GROW, REGION_MARGIN  # the photo edit's own
+        from core.face.warp import MIN_CELL_PX, warp_face
 
         if not np.isfinite(points).all():
             return self._as_drawn(face, "no mesh on a drawn face")
         current = measure_aus(points, self.calibration)
-        target = np.clip(np.nan_to_num(current), 0.0, 1.0)
-        for name, value in given.items():
-            target[AUS.index(name)] = value
         # as a slider edit of a photo: with the photo gains (the re-fitted mesh under-reads a warp)
-        moved = self.motion.predict(points, current, target, photo_gain=True)
+        moved = self.motion.predict(points, current, self.motion.slider_target(current, given), photo_gain=True)
         k = WARP_SCALE
         h, w = face.shape
         big = cv2.resize(face, (w * k, h * k), interpolation=cv2.INTER_CUBIC) if k > 1 else face
-        points, moved = points * k, moved * k
-        region = face_region([points, moved], big.shape, REGION_MARGIN)
-        if min(region.shape) < 8:
+        result = warp_face(big.astype(np.float32), points * k, moved * k, self.controls, min_cell_px=MIN_CELL_PX * k)
+        if result is None:
             return self._as_drawn(face, "the drawn face's mesh is too small to warp")
-        mask = np.maximum(soft_face_mask(points, region, MASK_GROW, MASK_BLUR),
-                          soft_face_mask(moved, region, MASK_GROW, MASK_BLUR))
-        field = backward_field(points, moved, region, mask, self.controls, MIN_CELL_PX * k)
-        window = big[region.y0:region.y1, region.x0:region.x1].astype(np.float32)
+        region, warped, _ = result
         change = np.zeros(big.shape, np.float32)
-        change[region.y0:region.y1, region.x0:region.x1] = warp_region(big.astype(np.float32), region, field) - window
+        change[region.y0:region.y1, region.x0:region.x1] = warped - big[region.y0:region.y1, region.x0:region.x1]
         if k > 1:  # the warp's change, shrunk: where nothing moved the face keeps G's pixels exactly
             change = cv2.resize(change, (w, h), interpolation=cv2.INTER_AREA)
         return np.clip(np.round(face + change), 0, 255).astype(np.uint8)

@@ -30,7 +30,6 @@ MIN_FACE_PX = 40  # below this the mesh is unreliable and a 48-px appearance cha
 MAX_OUTSIDE = 0.15  # share of the face outline that may fall outside the image
 MAX_YAW_DEG = 50.0  # beyond this the frontal motion model no longer describes the visible half
 WARN_YAW_DEG = 30.0
-MASK_GROW, MASK_BLUR, REGION_MARGIN = 0.08, 0.03, 0.16  # fractions of the face size
 BOX_LIMIT = 1.25  # nothing changes outside the detector's face box grown this many times about its centre
 # An expression the face already shows this confidently (recognizer probability) is not pushed further.
 CONFIDENT = 0.9
@@ -226,15 +225,13 @@ class PhotoEditor:
     def _edit_face(self, out: np.ndarray, face, request: Request, notes: list[str]) -> FaceEdit:
         from core.face.alignment import aligned_grey, alignment_matrix
         from core.face.aus import measure_aus
-        from core.face.warp import backward_field, box_window, face_region, soft_face_mask, warp_region
+        from core.face.warp import box_window, warp_face
 
         current = measure_aus(face.landmarks, self.calibration)
         source_probs = self._probs(out, face.landmarks)
         sliders_only = request.expression is None
         if sliders_only:
-            target = np.clip(current.copy(), 0, 1)
-            for name, value in request.aus.items():
-                target[_au_index(name)] = value
+            target = self.motion.slider_target(current, request.aus)
         else:
             target = self.motion.target_aus(current, request.expression, progress(source_probs, request), request.aus)
             target = limit_mouth_opening(target, current, request.aus)
@@ -251,13 +248,10 @@ class PhotoEditor:
         drawn[held] = np.asarray(current, np.float64)[held]
         moved_drawn = (moved if np.array_equal(drawn, target)
                        else self.motion.predict(face.landmarks, current, drawn, photo_gain=sliders_only))
-        region = face_region([face.landmarks, moved], out.shape, REGION_MARGIN)
-        if min(region.shape) < 8:
+        result = warp_face(out, face.landmarks, moved, self.controls, lambda r: box_window(r, face.box, BOX_LIMIT))
+        if result is None:
             raise FaceAtBorderError("the face lies outside the image")
-        mask = np.maximum(soft_face_mask(face.landmarks, region, MASK_GROW, MASK_BLUR),
-                          soft_face_mask(moved, region, MASK_GROW, MASK_BLUR)) * box_window(region, face.box, BOX_LIMIT)
-        field = backward_field(face.landmarks, moved, region, mask, self.controls)
-        warped = warp_region(out, region, field)
+        region, warped, mask = result
         if request.appearance > 0:
             target_probs = target_distribution(source_probs, request)
             goal = request.expression if request.guidance > 0 and request.expression is not None else None
