@@ -92,6 +92,7 @@ FILLER_WORDS = {"a", "an", "the", "face", "faces", "person", "man", "woman", "bo
 AU_MATCH_THRESHOLD = 0.55  # cosine similarity a phrase needs to switch an AU on
 # AUs that pull the same feature opposite ways: a phrase can ask for one of them, not both.
 ANTAGONISTS = {"AU12": "AU15", "AU15": "AU12", "AU05": "AU45", "AU45": "AU05", "AU01": "AU04", "AU04": "AU01"}
+CONNECTIVES = {"and", "or", "while", "but", "then", "yet", "as"}  # words two phrases may share without overlapping
 NEGATIONS = {"not", "no", "never", "without", "hardly", "nor"}  # cosine similarity a clause needs to switch an AU on
 
 
@@ -159,21 +160,42 @@ def _intensity_before(tokens: list[str], index: int) -> float | None:
     return None
 
 
-def _windows(tokens: list[str], sizes=(2, 3, 4)) -> list[tuple[int, int]]:
-    """Spans of a few words: a phrase like "raising her eyebrows" is matched on its own."""
-    spans = [(a, a + n) for n in sizes for a in range(0, max(1, len(tokens) - n + 1))]
-    return [(a, min(b, len(tokens))) for a, b in spans] or [(0, len(tokens))]
+def _clauses(text: str) -> list[tuple[int, int]]:
+    """Token spans of the sentence's clauses (split at , ; : . ! ?): "frowning, squinting" is two phrases."""
+    spans, start = [], 0
+    for piece in re.split(r"[,;:.!?]", text):
+        n = len(_words(piece))
+        if n:
+            spans.append((start, start + n))
+            start += n
+    return spans
+
+
+def _windows(clauses: list[tuple[int, int]], sizes=(2, 3, 4, 5)) -> list[tuple[int, int]]:
+    """Spans of a few words inside one clause: a phrase like "raising her eyebrows" is matched on its own (a
+    clause shorter than every size is one window)."""
+    out = []
+    for start, end in clauses:
+        n = end - start
+        fits = [size for size in sizes if size <= n]
+        out += [(start + a, start + a + size) for size in fits for a in range(n - size + 1)] if fits else [(start, end)]
+    return out
+
+
+def _share_content(a: int, b: int, a_o: int, b_o: int, tokens: list[str]) -> bool:
+    """Whether two windows share a word that carries meaning ("squinting and" and "and smiling" do not)."""
+    return any(tokens[i] not in FILLER_WORDS and tokens[i] not in CONNECTIVES for i in range(max(a, a_o), min(b, b_o)))
 
 
 def _parts(words) -> set[str]:
     return {part for word in words for part, names in FACE_PARTS.items() if word in names}
 
 
-def _match_aus(tokens: list[str]) -> dict[str, tuple[float, int, int]]:
+def _match_aus(tokens: list[str], clauses: list[tuple[int, int]]) -> dict[str, tuple[float, int, int]]:
     """AU -> (similarity, window start, window end) of the AUs a sentence asks for, by meaning."""
     keys, bank = EMBEDDER.bank("aus", AU_DESCRIPTIONS)
     phrases = [p for phrases in AU_DESCRIPTIONS.values() for p in phrases]
-    windows = _windows(tokens, sizes=(2, 3, 4, 5))
+    windows = _windows(clauses)
     sims = bank @ EMBEDDER.encode([" ".join(tokens[a:b]) for a, b in windows]).T  # [descriptions, windows]
     # "wide open" of "the mouth wide open" is not "eyes wide open": a window naming a face part matches only
     # descriptions of that part (words naming no part match by meaning alone).
@@ -197,13 +219,19 @@ def _match_aus(tokens: list[str]) -> dict[str, tuple[float, int, int]]:
     found = {au: hit for au, hit in found.items()
              if not any(_covers(other, hit, _parts(_words(phrases[hit[3]])), tokens) for other in found.values())}
     kept: dict[str, tuple[float, int, int]] = {}
-    for au, (score, a, b, _) in sorted(found.items(), key=lambda kv: -kv[1][0]):
+    for au in sorted(found, key=lambda name: -found[name][0]):
         if ANTAGONISTS.get(au) in kept:
             continue  # "mouth turned down" is not a smile: keep the better-matching one of a pair
-        # "the mouth wide" -> AU14 (0.67) is a piece of "mouth wide open" -> AU25 (0.79)
-        if any(a < b_o and a_o < b and score_o > score + 0.05 for score_o, a_o, b_o in kept.values()):
-            continue
-        kept[au] = (score, a, b)
+        # Its best window among those that take no words of a clearly better match: "the mouth wide" -> AU14
+        # (0.67) is part of "mouth wide open" -> AU25 (0.79); "smiling and squinting" -> AU07 gives way to
+        # "smiling and" -> AU12 (0.92), and AU07 takes "and squinting"
+        per_window = sims[[i for i, key in enumerate(keys) if key == au]].max(axis=0)
+        for j, (a, b) in enumerate(windows):
+            if any(s_o > per_window[j] + 0.05 and _share_content(a, b, a_o, b_o, tokens) for s_o, a_o, b_o in kept.values()):
+                per_window[j] = -1.0
+        j = int(per_window.argmax())
+        if per_window[j] >= AU_MATCH_THRESHOLD and per_window[j] >= float(sims[:, j].max()) - 0.05:
+            kept[au] = (float(per_window[j]), *windows[j])
     return {au: kept[au] for au in AUS if au in kept}
 
 
@@ -249,7 +277,7 @@ def parse_text(text: str, use_embeddings: bool = True) -> TextReading:
                 best = EXPRESSIONS[int(per_class.argmax())]
                 matches.append(f"sentence resembles '{best}' ({per_class.max():.2f})")
         sentence_intensity = float(np.mean(intensities)) if intensities else DEFAULT_INTENSITY
-        for au, (score, a, b) in _match_aus(tokens).items():
+        for au, (score, a, b) in _match_aus(tokens, _clauses(text)).items():
             aus[au] = _intensity_before(tokens, a) or sentence_intensity
             matches.append(f"'{' '.join(tokens[a:b])}' -> {au} ({score:.2f})")
     if not weights.any():

@@ -53,6 +53,10 @@ def test_negated_expression_words_are_ignored():
     ("a surprised man with his mouth open", {"AU25", "AU26"}),
     ("someone yawning with the jaw dropped", {"AU26"}),
     ("eyes wide open and mouth wide open", {"AU05", "AU26"}),
+    # two phrases joined by "and" or a comma keep both AUs ("squinting and" / "and smiling" share no meaning)
+    ("smiling and squinting", {"AU07", "AU12"}),
+    ("frowning and smiling", {"AU04", "AU12"}),
+    ("frowning, squinting", {"AU04", "AU07"}),
 ])
 def test_a_phrase_asks_for_its_own_aus_only(text, aus):
     assert set(parse_text(text).aus) == aus, parse_text(text).matches

@@ -111,7 +111,7 @@ def _with_threads(config, threads: int):
             continue
         if node.node_options:  # proto3-style options
             for packed in node.node_options:
-                if packed.type_url.endswith(InferenceCalculatorOptions.DESCRIPTOR.full_name):
+                if packed.type_url.endswith("/" + InferenceCalculatorOptions.DESCRIPTOR.full_name):
                     options = InferenceCalculatorOptions.FromString(packed.value)
                     _set_xnnpack_threads(options, threads)
                     packed.value = options.SerializeToString()
