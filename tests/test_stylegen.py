@@ -184,6 +184,8 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path):
     assert meta["step"] == 6 and set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "b" / "generator.safetensors").is_file() and (tmp_path / "b" / "sample_000006.png").is_file()
+    assert {p.name for p in (tmp_path / "b").glob("generator_*.safetensors")} == {
+        "generator_000003.safetensors", "generator_000006.safetensors"}  # each measured export kept
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     metrics = [r for r in log if r["event"] == "metrics"]
     assert [r["step"] for r in metrics] == [3, 6] and all(np.isfinite(r["frechet"]) for r in metrics)

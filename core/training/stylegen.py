@@ -8,12 +8,14 @@ EMA generator without ever changing it. Every random draw comes from one torch.G
 saved in the checkpoint, so `resume` continues exactly.
 
 Run folder: log.jsonl, last.safetensors (all nets, optimizers, RNG; every checkpoint_minutes, atomic),
-generator.safetensors (EMA G + E, every export_minutes) with quick metrics appended to the log.
+generator.safetensors (EMA G + E, every export_minutes; a copy of each as generator_STEP.safetensors) with quick
+metrics appended to the log.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -340,6 +342,9 @@ def export_and_measure(out: Path, trainer: Trainer, quick) -> None:
         return
     record = {"event": "metrics", "step": trainer.step, **quick(trainer)}
     export(out / "generator.safetensors", trainer, {"quick_metrics": record})
+    # every measured export kept under its step (5-6 MB each): the monitor is noisy, and the best step of a run
+    # is often not its last (run gen23's best was overwritten by the next export before it could be measured)
+    shutil.copyfile(out / "generator.safetensors", out / f"generator_{trainer.step:06d}.safetensors")
     log_line(out, record)
     from core.synthesizer import Synthesizer
     from core.training.stylegen_monitor import sample_grid
