@@ -200,14 +200,14 @@ def _match_aus(tokens: list[str], clauses: list[tuple[int, int]]) -> dict[str, t
     # "wide open" of "the mouth wide open" is not "eyes wide open": a window naming a face part matches only
     # descriptions of that part (words naming no part match by meaning alone).
     window_parts = [_parts(tokens[a:b]) for a, b in windows]
-    for i, phrase in enumerate(phrases):
-        mine = _parts(_words(phrase))
+    phrase_parts = [_parts(_words(phrase)) for phrase in phrases]
+    for i, mine in enumerate(phrase_parts):
         for j, theirs in enumerate(window_parts):
             if mine and theirs and not mine & theirs:
                 sims[i, j] = -1.0
+    rows_of = {au: [i for i, key in enumerate(keys) if key == au] for au in AUS}
     found: dict[str, tuple[float, int, int, int]] = {}
-    for au in AUS:
-        rows = [i for i, key in enumerate(keys) if key == au]
+    for au, rows in rows_of.items():
         best = np.unravel_index(int(sims[rows].argmax()), sims[rows].shape)
         score = float(sims[rows][best])
         # An AU must match its phrase about as well as any other AU does (1 and 2 share "raised brows").
@@ -217,7 +217,7 @@ def _match_aus(tokens: list[str], clauses: list[tuple[int, int]]) -> dict[str, t
     # "wide open" of "the mouth wide open" -> AU05 (eyes wide open): a window inside another AU's about as good
     # match, which names a face part the AU's description does not, is that AU's words.
     found = {au: hit for au, hit in found.items()
-             if not any(_covers(other, hit, _parts(_words(phrases[hit[3]])), tokens) for other in found.values())}
+             if not any(_covers(other, hit, phrase_parts[hit[3]], tokens) for other in found.values())}
     kept: dict[str, tuple[float, int, int]] = {}
     for au in sorted(found, key=lambda name: -found[name][0]):
         if ANTAGONISTS.get(au) in kept:
@@ -225,7 +225,7 @@ def _match_aus(tokens: list[str], clauses: list[tuple[int, int]]) -> dict[str, t
         # Its best window among those that take no words of a clearly better match: "the mouth wide" -> AU14
         # (0.67) is part of "mouth wide open" -> AU25 (0.79); "smiling and squinting" -> AU07 gives way to
         # "smiling and" -> AU12 (0.92), and AU07 takes "and squinting"
-        per_window = sims[[i for i, key in enumerate(keys) if key == au]].max(axis=0)
+        per_window = sims[rows_of[au]].max(axis=0)
         for j, (a, b) in enumerate(windows):
             if any(s_o > per_window[j] + 0.05 and _share_content(a, b, a_o, b_o, tokens) for s_o, a_o, b_o in kept.values()):
                 per_window[j] = -1.0
