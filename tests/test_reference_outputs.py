@@ -28,8 +28,13 @@ def test_the_fixed_batch_is_the_same(outputs):
 @pytest.mark.integration
 @pytest.mark.parametrize("key", ["rec_probs", "rec_probs7", "photo_probs", "photo_box", "photo_aus", "photo_crop",
                                  "gen_happy", "gen_mix", "gen_guided", "edit", "morph"])
-def test_outputs_are_bit_identical(outputs, key):
+def test_outputs_are_unchanged(outputs, key):
     with np.load(REFERENCE) as reference:
         expected = reference[key]
     assert outputs[key].dtype == expected.dtype and outputs[key].shape == expected.shape
-    np.testing.assert_array_equal(outputs[key], expected)
+    if expected.dtype == np.float64:
+        # float64 values computed through LAPACK (the AUs' pose fit: an SVD) differ in the last bit between CPUs
+        # (the reference was made on an Intel host; an AMD EPYC gave 1.3e-15 on one AU): equal to 1e-12
+        np.testing.assert_allclose(outputs[key], expected, rtol=1e-12, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(outputs[key], expected)
