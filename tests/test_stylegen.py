@@ -12,6 +12,7 @@ import core.training.stylegen_losses as sl
 import core.training.stylegen_warm_start as ws
 from core.labels import AUS, EXPRESSIONS
 from core.models import stylegen as sg
+from core.training.augment import augment_pair
 
 TINY = sg.StyleGenConfig(z_dim=8, w_dim=16, mapping_layers=2, g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16),
                          e_channels=(4, 8, 8, 16))
@@ -126,11 +127,39 @@ def test_r1_penalty():
 
 def test_augment_pair_shifts_and_keeps_gradients():
     x = torch.randn(6, 1, 48, 48, requires_grad=True)
-    y = sg.augment_pair(x, torch.Generator().manual_seed(0), max_shift=3)
+    y = augment_pair(x, torch.Generator().manual_seed(0), max_shift=3)
     assert y.shape == x.shape
     y.sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
 
+
+
+def test_augment_colour_and_cutout_are_opt_in_and_do_what_they_say():
+    x = torch.rand(8, 1, 48, 48) * 2 - 1
+    plain = augment_pair(x, torch.Generator().manual_seed(3), max_shift=3)
+    # off (the recipe to step 11,502): the same draws as before, bit for bit
+    assert torch.equal(plain, augment_pair(x, torch.Generator().manual_seed(3), max_shift=3, color=0, cutout=0))
+    coloured = augment_pair(x, torch.Generator().manual_seed(3), max_shift=3, color=1.0)
+    assert not torch.equal(coloured, plain)
+    shift = (coloured - plain).mean(dim=(1, 2, 3))  # brightness within DiffAugment's +-0.5 (contrast keeps the mean)
+    assert float(shift.abs().max()) <= 0.5 + 1e-5
+    holes = augment_pair(torch.ones(8, 1, 48, 48), torch.Generator().manual_seed(3), max_shift=0, cutout=0.25)
+    zeros = (holes == 0).flatten(1).sum(dim=1)
+    assert int(zeros.max()) <= 13 * 13 and int(zeros.min()) >= 6 * 6  # a 12-13 px square, clipped at the border
+    x.requires_grad_(True)
+    augment_pair(x, torch.Generator().manual_seed(0), color=1.0, cutout=0.25).sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+
+
+def test_d_losses_report_the_overfitting_heuristic():
+    trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), _tiny_recognizer())
+    gen, real, real_cond, targets, aus, known, info, z = _batch(trainer)
+    diagnostics = {}
+    fake = trainer.g(z, info["cond"]).detach()
+    tc = dataclasses.replace(TINY_TRAIN, augment_color=1.0, augment_cutout=0.25)
+    terms = sl.d_losses(trainer.d, real, real_cond, targets, aus, known, fake, info["cond"], info, gen, tc, diagnostics)
+    assert "d_real_sign" not in terms  # a diagnostic, never summed into D's loss
+    assert -1.0 <= float(diagnostics["d_real_sign"]) <= 1.0
 
 def test_one_step_changes_g_d_e_and_ema():
     trainer = st.Trainer(TINY, TINY_TRAIN, _pools(), _tiny_recognizer())

@@ -333,23 +333,6 @@ def reconstruction(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (fake.float() - real.float()).abs().mean()
 
 
-def augment_pair(images: torch.Tensor, generator: torch.Generator, max_shift: int = 3) -> torch.Tensor:
-    """DiffAugment-style, differentiable: random mirror and integer shift up to max_shift px (edge
-    padding), applied alike to real and fake faces before D so D cannot memorise the small data set."""
-    n, _, h, w = images.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
-    if max_shift <= 0:
-        return x
-    padded = F.pad(x, [max_shift] * 4, mode="replicate")
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None]).to(images.device)  # [n, h]
-    cols = (dx[:, None] + torch.arange(w)[None]).to(images.device)  # [n, w]
-    idx = torch.arange(n, device=images.device)[:, None, None]
-    return padded[:, 0][idx, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-
-
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

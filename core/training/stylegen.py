@@ -72,6 +72,10 @@ class StyleTrainConfig:
     # step; the lr ramps up over this many steps instead (0: no ramp, the recipe to run gen21)
     init_lr_rampup: int = 500
     shift: int = 3  # D's augmentation: mirror + shift up to this many pixels
+    # ... and DiffAugment's colour (brightness, contrast; 1 = its ranges) and cutout (a square of this share of the
+    # side): 0 to step 11,502, whose continuations all drifted worse within 1,200-3,500 steps (D memorising 28k faces?)
+    augment_color: float = 0.0
+    augment_cutout: float = 0.0
     e_every: int = 4
     e_batch: int = 32
     e_cycle_weight: float = 1.0
@@ -143,7 +147,9 @@ class Trainer:
         z = torch.randn(tc.batch_size, self.mc.z_dim, generator=gen)
         with amp:
             fake = self.g(z, info["cond"], noise=gen)  # one forward feeds both steps
-            d_terms = d_losses(self.d, real, real_cond, targets, aus, known, fake.detach(), info["cond"], info, gen, tc)
+            diagnostics = {}
+            d_terms = d_losses(self.d, real, real_cond, targets, aus, known, fake.detach(), info["cond"], info, gen, tc,
+                               diagnostics)
         self.opt_d.zero_grad(set_to_none=True)
         total(d_terms).backward()
         self.opt_d.step()
@@ -165,7 +171,7 @@ class Trainer:
         self.opt_g.step()
         self.d.requires_grad_(True)
         ema_update(self.g_ema, self.g, ema_beta(self.step, tc))
-        terms = {**d_terms, **g_terms}
+        terms = {**d_terms, **g_terms, **diagnostics}
         if self.step % tc.e_every == 0:
             terms.update(self.e_step(amp))
         self.step += 1

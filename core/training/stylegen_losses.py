@@ -6,11 +6,22 @@ import torch
 
 from core.labels import EXPRESSIONS
 from core.models import stylegen as sg
+from core.training.augment import augment_pair
 
 
-def d_losses(d, real, real_cond, targets, aus, au_known, fake, fake_cond, fake_info, gen, tc) -> dict:
-    real_logit, real_expr, real_au = d(sg.augment_pair(real, gen, tc.shift), real_cond)
-    fake_logit, _, _ = d(sg.augment_pair(fake, gen, tc.shift), fake_cond, project=~fake_info["perturbed"])
+def augment(images, gen, tc):
+    """D's view of a batch of faces, real or fake alike (the train config's augmentation)."""
+    return augment_pair(images, gen, tc.shift, tc.augment_color, tc.augment_cutout)
+
+
+def d_losses(d, real, real_cond, targets, aus, au_known, fake, fake_cond, fake_info, gen, tc,
+             diagnostics: dict | None = None) -> dict:
+    """D's terms; `diagnostics` (if given) gets ADA's overfitting heuristic r_t = E[sign(D(real))] (Karras et al.
+    2020): near 0 while D generalises, towards 1 as it memorises the training faces."""
+    real_logit, real_expr, real_au = d(augment(real, gen, tc), real_cond)
+    fake_logit, _, _ = d(augment(fake, gen, tc), fake_cond, project=~fake_info["perturbed"])
+    if diagnostics is not None:
+        diagnostics["d_real_sign"] = torch.sign(real_logit.detach().float()).mean()
     terms = {"d_adv": sg.d_logistic(real_logit, fake_logit),
              "d_expression": tc.d_expression_weight * sg.soft_ce(real_expr, targets)}
     if bool(au_known.any()):
@@ -26,7 +37,7 @@ def r1_losses(d, real, real_cond, tc) -> dict:
 
 def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     cond, keep = info["cond"], ~info["perturbed"]
-    logit, expr, au = d(sg.augment_pair(fake, gen, tc.shift), cond, project=keep)
+    logit, expr, au = d(augment(fake, gen, tc), cond, project=keep)
     n_expr = len(EXPRESSIONS)
     # A re-drawn AU is one entry in 17 on a quarter of the faces: weighted up, it is what teaches its slider
     au_weight = None if tc.au_redraw_weight == 1 else 1 + (tc.au_redraw_weight - 1) * info["redrawn"].float()
