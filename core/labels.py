@@ -69,6 +69,15 @@ AU_NAMES: dict[str, str] = {
     "AU26": "jaw drop", "AU45": "blink",
 }
 
+# The face part each AU moves (FACS): a motion model's AU moves only its part of the mesh (core/models/motion.py),
+# and the UI groups the sliders into upper face (brows, eyes, cheeks) and lower face (nose, mouth).
+AU_REGIONS: dict[str, str] = {
+    "AU01": "brows", "AU02": "brows", "AU04": "brows", "AU05": "eyes", "AU06": "cheeks", "AU07": "eyes",
+    "AU09": "nose", "AU10": "mouth", "AU12": "mouth", "AU14": "mouth", "AU15": "mouth", "AU17": "mouth",
+    "AU20": "mouth", "AU23": "mouth", "AU25": "mouth", "AU26": "mouth", "AU45": "eyes",
+}
+UPPER_FACE_AUS: tuple[str, ...] = tuple(a for a in AUS if AU_REGIONS[a] in ("brows", "eyes", "cheeks"))
+
 # FACS / EMFACS prototypes of the expressions (contempt: unilateral 12 + 14).
 PROTOTYPE_AUS: dict[str, tuple[str, ...]] = {
     "happiness": ("AU06", "AU12"),

@@ -58,7 +58,7 @@ REGISTRY: dict[str, WeightsInfo] = {
         WeightsInfo(
             name="motion",
             file="motion.safetensors",
-            sha256="9b4149eca8a5fc6c6af4d5517afda68080ba1c1bcde6feae0c852036b4d0b58d",
+            sha256="f7c7ab16d6eaa522d5bcc5319251519e1a5588554677346070d54136d6c97b6e",
             description="motion model: how the 478-point mesh moves with each of the 17 AUs (ridge blendshapes, "
                         "pose-normalised), with class-typical AU targets and per-AU photo gains",
         ),

@@ -9,7 +9,7 @@ import io
 import numpy as np
 
 from core.face.drawing import COLOURS, annotate  # noqa: F401  (shared with video files' annotated output)
-from core.labels import EXPRESSIONS
+from core.labels import EXPRESSIONS, UPPER_FACE_AUS
 
 
 def encode_frame(rgb: np.ndarray, format: str) -> bytes:
@@ -65,7 +65,6 @@ def au_bars_html(aus: dict[str, float] | None) -> str:
             f"<div style='font-weight:700;margin-top:6px'>Lower face</div>{_bar_rows(lower, teal, label_width=170)}</div>")
 
 
-UPPER_FACE_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU45")
 
 
 def probability_bars_html(faces) -> str:

@@ -9,10 +9,10 @@ import numpy as np
 
 from core import EXPRESSIONS, InputError
 from core.errors import WeightsError
-from core.labels import AU_NAMES, AUS
+from core.labels import AU_NAMES, AUS, UPPER_FACE_AUS
 from core.text import MAX_TEXT_CHARS
 from demo.errors import UserError, shown
-from demo.render import UPPER_FACE_AUS, annotate, enlarge
+from demo.render import annotate, enlarge
 from demo.session_models import SESSION_MODELS, session_key
 
 DISPLAY_SIZE = 288

@@ -41,8 +41,9 @@ def test_the_warp_carries_a_slider_further_and_keeps_the_person(shipped):
     assert np.nanmin(rise["warped"]) > 0.15  # every face, not only the mean
     for before, after in zip(drawn[1.0], warped[1.0]):
         change = np.abs(before.astype(int) - after)
-        # most change at the mouth (the motion model's AU25 also shifts the forehead by about a pixel)
-        assert change[32:].mean() > change[:16].mean() and change[32:].max() > 10
+        # the change is at the mouth; the forehead (above the brows, rows < 12 of the 48-px frame) keeps G's pixels
+        # (the motion model's AU25 moved it by about a pixel before its rows were kept to their face part)
+        assert change[32:].max() > 10 and change[:10].max() <= 1
     ids = np.arange(seeds)
     gallery = np.stack([lbp_histograms(f) for f in drawn[1.0]])
     assert rank1(np.stack([lbp_histograms(f) for f in warped[1.0]]), ids, gallery, ids) == 1.0

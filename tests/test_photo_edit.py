@@ -272,3 +272,16 @@ def test_expression_edits_move_the_photo_without_the_slider_gains(editor, photo)
     finally:
         motion.photo_gain = kept
     assert not np.allclose(plain, motion.predict(face.landmarks, current, target))  # the gains do move it further
+
+
+def test_a_slider_changes_only_its_own_face_part(editor, photo):
+    """The lip sliders leave the forehead as it was and the brow and lid sliders the mouth and chin, warp and
+    the generator's change alike (G redraws the whole face; its change is kept to the AU's part)."""
+    from core.evaluation.edit_locality import off_region_change
+
+    face = editor.detector.detect(photo)[0]
+    base = photo
+    for au in ("AU15", "AU25", "AU26", "AU04", "AU45"):
+        moved = editor.edit(photo, aus={au: 1.0}).image
+        assert off_region_change(base, moved, face.box, face.landmarks, au) < 1.0, au
+        assert np.abs(moved.astype(int) - base.astype(int)).mean() > 0.3, au  # ... while it does edit the face

@@ -274,25 +274,29 @@ def calibrate_photo_gain(data: str, editor, faces: int = 20, rounds: int = 2) ->
 
 
 def part_aus(bench: Bench, faces: int) -> dict:
+    """Each AU slider swept over SWEEP on each face: per face, Spearman rho of slider against the re-detected AU
+    and its rise; and what the 0 -> 1 sweep changes where the AU should not act (core/evaluation/edit_locality.py)."""
     from scipy.stats import spearmanr
+
+    from core.evaluation.edit_locality import off_region, off_region_change
 
     report = {}
     n = min(faces, len(bench.photos))
     for i, au in enumerate(AUS):
-        rhos, rises = [], []
+        rhos, rises, off = [], [], []
         for k in range(n):
-            measured = []
-            for v in SWEEP:
-                _, aus = bench.read(bench.edit(k, aus={au: v}).image)
-                measured.append(np.nan if aus is None else aus[i])
-            measured = np.array(measured)
+            images = [bench.edit(k, aus={au: v}).image for v in SWEEP]
+            measured = np.array([np.nan if aus is None else aus[i] for aus in (bench.read(im)[1] for im in images)])
+            face = bench.found[k][0]
+            off.append(off_region_change(images[0], images[-1], face.box, face.landmarks, au))
             if np.isfinite(measured).sum() < 3:
                 continue
             known = np.isfinite(measured)
             rho = spearmanr(np.array(SWEEP)[known], measured[known]).statistic
             rhos.append(0.0 if not np.isfinite(rho) else rho)  # a flat response counts as no control
             rises.append(measured[-1] - measured[0])
-        report[au] = {"median_rho": float(np.median(rhos)), "mean_rise": float(np.nanmean(rises)), "faces": len(rhos)}
+        report[au] = {"median_rho": float(np.median(rhos)), "mean_rise": float(np.nanmean(rises)), "faces": len(rhos),
+                      "off_region": off_region(au), "off_region_change": float(np.nanmean(off)) if off_region(au) else None}
     report["all_pass"] = bool(all(r["median_rho"] >= 0.8 and r["mean_rise"] >= 0.3 for r in report.values()))
     return report
 

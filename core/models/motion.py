@@ -27,7 +27,7 @@ from core.errors import WeightsError
 from core.face.alignment import ALIGN_LANDMARKS
 from core.face.aus import frontalize, intensities_from_raw, load_calibration, raw_measurements, similarity_3d
 from core.face.detection import NUM_LANDMARKS
-from core.labels import AUS, EXPRESSIONS
+from core.labels import AU_REGIONS, AUS, EXPRESSIONS
 
 AU14 = AUS.index("AU14")
 MOUTH_CORNERS = (61, 291)  # subject's right (image left), left
@@ -38,6 +38,17 @@ IRIS_CENTRES = ((468, (159, 145)), (473, (386, 374)))  # each iris centre and it
 # Iris points (centre + 4 on its rim) of each eye and the eye's corners: a warp cannot turn an eyeball,
 # so the irises move only as their eye does (the mean of its corners), not by the gaze the fit picked up.
 IRISES = ((tuple(range(468, 473)), (33, 133)), (tuple(range(473, 478)), (263, 362)))
+# Horizontal lines of the frontal mesh that bound each face part (core.labels.AU_REGIONS): brows (mid-brow points),
+# eyes (iris centres), nose tip, mouth (inner lip midpoints). Each part spans (top, bottom) as offsets in template
+# units (48-px frame) from these lines; None: no bound on that side.
+FACE_LINES = {"brow": (105, 334), "eye": (468, 473), "nose": (1,), "mouth": (13, 14)}
+REGION_BANDS = {
+    "brows": (None, ("eye", 2.0)),  # brows, forehead skin and upper lids
+    "eyes": (("brow", -1.0), ("nose", -4.0)),  # lids and the skin around them
+    "cheeks": (("eye", -2.0), ("nose", 2.0)),  # lower lids, cheeks, crow's feet
+    "nose": (("brow", -1.0), ("mouth", -1.0)),  # the brows' inner ends (AU09 lowers them), nose, upper lip
+    "mouth": (("eye", 2.0), None),  # below the eyes: cheeks, lips, chin, jaw
+}
 KIND = "motion"
 
 
@@ -59,6 +70,10 @@ class MotionConfig(SavedConfig):
     # train faces (the generator's change then adds to most AUs; on test faces AU12 rose less)
     photo_gain_goal: float = 0.45
     photo_gain_appearance: float = 0.0  # the generator's change in the calibration edits (0: geometry only)
+    # Each AU's row moves only its face part (REGION_BANDS), fading out over this many template units. The fit alone
+    # (to 2026-12-02) let a smile move the forehead by 0.75 units on average (a jaw drop by 1.4: about 4-8 px of
+    # a 300-px face), movement the frontalisation on rigid points that do move picks up, not the AU
+    locality_width: float = 1.0  # 0: no locality (the fitted rows as they are)
 
 
 def signed_au14(frontal: np.ndarray, au14: float) -> float:
@@ -185,8 +200,13 @@ class MotionModel:
         gain = tensors["photo_gain"].double().numpy() if "photo_gain" in tensors else None
         if gain is not None and gain.shape != (len(AUS),):
             raise WeightsError(f"{path}: tensor 'photo_gain' is not of shape ({len(AUS)},)")
-        return cls(*(tensors[k].double().numpy() for k in expected), config_of(MotionConfig, meta, str(path)), info,
+        return cls(*(tensors[k].double().numpy() for k in expected), config_of(MotionConfig, _without_locality_before_it(meta), str(path)), info,
                    photo_gain=gain)
+
+
+def _without_locality_before_it(meta: dict) -> dict:
+    """A file fitted before locality_width existed has rows moving the whole face: its config says 0, not today's default."""
+    return {**meta, "config": {"locality_width": 0.0, **meta.get("config", {})}}
 
 
 def keep_lids_apart(moved: np.ndarray, gap: float, before: np.ndarray) -> np.ndarray:
@@ -240,6 +260,36 @@ def calibrate_gains(base: np.ndarray, basis: np.ndarray, calibration: dict, max_
     return gains
 
 
+def face_lines(mesh: np.ndarray) -> dict[str, float]:
+    """The heights (y) of FACE_LINES on a mesh [478, >=2], in its own coordinates."""
+    return {name: float(mesh[list(points), 1].mean()) for name, points in FACE_LINES.items()}
+
+
+def band_weight(y: np.ndarray, lines: dict[str, float], au: str, width: float) -> np.ndarray:
+    """Weight in [0, 1] at heights y of an AU's face part (REGION_BANDS between `lines`), fading over `width`."""
+    top, bottom = REGION_BANDS[AU_REGIONS[au]]
+    weight = np.ones(np.shape(y))
+    if top is not None:
+        weight = weight / (1 + np.exp(-(y - lines[top[0]] - top[1]) / width))
+    if bottom is not None:
+        weight = weight / (1 + np.exp((y - lines[bottom[0]] - bottom[1]) / width))
+    return weight
+
+
+def parts_weight(aus, mesh: np.ndarray, y: np.ndarray, width: float) -> np.ndarray:
+    """Weight in [0, 1] at heights y of a frontal image (rows of an aligned crop, say) of the face parts the AUs
+    named move, the parts bounded by FACE_LINES of `mesh` in that image's coordinates."""
+    lines = face_lines(mesh)
+    return np.max([band_weight(y, lines, au, width) for au in aus], axis=0)
+
+
+def region_masks(base: np.ndarray, width: float) -> np.ndarray:
+    """[17, 478] weight in [0, 1] of each AU at each point of the frontal mesh `base`: 1 inside the AU's face part
+    (REGION_BANDS, bounded by FACE_LINES of this mesh), fading to 0 outside it over about `width` units."""
+    lines = face_lines(base)
+    return np.stack([band_weight(base[:, 1], lines, au, width) for au in AUS])
+
+
 def class_typical_aus(aus: np.ndarray, labels: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray]:
     """Mean and `quantile` of the measured AU intensities [8, 17] of each FER+ majority class (AU14 unsigned)."""
     unsigned = np.abs(aus)
@@ -255,6 +305,8 @@ def fit(landmarks: np.ndarray, labels: np.ndarray, config: MotionConfig = Motion
     base, weights = ridge(aus, frontal.reshape(len(frontal), -1), config.ridge)
     base = base.reshape(NUM_LANDMARKS, 3)
     basis = weights.reshape(len(AUS), NUM_LANDMARKS, 3)
+    if config.locality_width > 0:
+        basis = basis * region_masks(base, config.locality_width)[:, :, None]
     gains = calibrate_gains(base, basis, calibration, config.max_gain) if config.calibrate_gain else np.ones(len(AUS))
     basis = basis * gains[:, None, None]
     class_aus, class_upper = class_typical_aus(aus, np.asarray(labels)[found], config.target_quantile)

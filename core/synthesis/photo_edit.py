@@ -255,9 +255,10 @@ class PhotoEditor:
         if request.appearance > 0:
             target_probs = target_distribution(source_probs, request)
             goal = request.expression if request.guidance > 0 and request.expression is not None else None
+            parts = tuple(request.aus) if sliders_only else None
             warped = self._appearance(warped, region, (face.landmarks, moved, moved_drawn), mask,
                                       (source_probs, current), (target_probs, drawn), request.appearance,
-                                      (goal, request.guidance))
+                                      (goal, request.guidance), parts)
         out[region.y0:region.y1, region.x0:region.x1] = warped
         crop = aligned_grey(out, alignment_matrix(moved, 48), 48)
         return FaceEdit(face.box, face.landmarks, moved, current, target, crop, notes)
@@ -273,12 +274,14 @@ class PhotoEditor:
         return self.recognizer.predict_crops(crop[None], mirror=False)[0].astype(np.float64)
 
     def _appearance(self, warped: np.ndarray, region, meshes, mask: np.ndarray, source, target,
-                    strength: float, guide) -> np.ndarray:
+                    strength: float, guide, parts=None) -> np.ndarray:
         """The generator's change from source to target condition, added to the region's luminance.
-        meshes: the face's landmarks, moved by the whole edit, and moved by the AUs the generator draws."""
+        meshes: the face's landmarks, moved by the whole edit, and moved by the AUs the generator draws.
+        parts: AU sliders whose face parts alone take it (G redraws the whole face); None: all of it (an expression)."""
         import cv2
 
         from core.face.alignment import alignment_matrix, warp_grey
+        from core.models.motion import parts_weight
 
         size = self.synth.config.image_size
         ycc = cv2.cvtColor(warped, cv2.COLOR_RGB2YCrCb)
@@ -288,6 +291,9 @@ class PhotoEditor:
         in_crop = [points @ matrix[:, :2].T + matrix[:, 2] for points in (before, drawn_after)]
         diff = self._generator_change(warp_grey(luma, matrix, size), source, target, strength, guide,
                                       lambda image: self._crop_warp(image, *in_crop))
+        if parts and self.motion.config.locality_width > 0:  # crop rows are heights of the motion model's frontal frame
+            diff *= parts_weight(parts, after @ matrix[:, :2].T + matrix[:, 2], np.arange(size) + 0.5,
+                                 self.motion.config.locality_width)[:, None].astype(np.float32)
         # matrix maps continuous region coordinates to crop ones; OpenCV puts pixel i at i, not i + 0.5
         cv_matrix = matrix.copy()
         cv_matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
