@@ -66,6 +66,16 @@ def get_motion_model():
         return _shared["motion"]
 
 
+def set_motion_model(model) -> None:
+    """Put another motion model in the shipped one's place for this process (evaluations compare files); the AU
+    warp built on the old one is dropped and built again on first use."""
+    with _shared_lock:
+        old = _shared.pop("au_warp", None)
+        _shared["motion"] = model
+    if old is not None:
+        old.close()
+
+
 def get_au_warp():
     """The AU warp of drawn faces (core.synthesis.au_warp), one per process: it depends on no generator, and its
     mesh graph is not built again for every session's fine-tuned generator."""

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-guide", default=None,
                         help="edit: recognizer weights guidance climbs instead of the shipped edit_guide "
                              "('recognizer': the shipped recognizer, which also scores the edits)")
-    parser.add_argument("--motion", default=None, help="edit: a motion model .safetensors instead of the shipped one")
+    parser.add_argument("--motion", default=None,
+                        help="edit, au_control, text: a motion model .safetensors instead of the shipped one")
     parser.add_argument("--edit-sheet", default=None,
                         help="edit, part sheet: where to write the contact sheet of edits (default edit_sheet.png)")
     parser.add_argument("--edit-extra-appearance", type=float, nargs="+", default=(),
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from core import get_recognizer
     from core.synthesizer import Synthesizer
 
+    if args.motion:  # the AU warp of new faces (au_control, text) as well as the photo edit
+        from core import set_motion_model
+        from core.models.motion import MotionModel
+
+        set_motion_model(MotionModel.load(path=args.motion))
     synth = Synthesizer.load(path=args.weights) if args.weights else Synthesizer.load()
     recognizer = get_recognizer()
     report = {"weights": synth.source, "au_warp": args.au_warp}

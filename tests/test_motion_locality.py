@@ -70,3 +70,16 @@ def test_off_region_change_sees_only_its_band():
     forehead = band_mask((100, 100), box, landmarks, "forehead")
     assert forehead[:36].all() and not forehead[37:].any()  # above the brows, less a 4% margin
     assert np.isnan(off_region_change(before, mouth_edit, box, landmarks, "AU06"))
+
+
+def test_set_motion_model_replaces_the_shared_model_and_its_warp():
+    import core
+
+    shipped = core.get_motion_model()
+    other = MotionModel.load()  # another object of the same file
+    try:
+        core.set_motion_model(other)
+        assert core.get_motion_model() is other and core.get_au_warp().motion is other
+    finally:
+        core.set_motion_model(shipped)
+    assert core.get_au_warp().motion is shipped
