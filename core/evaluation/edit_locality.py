@@ -11,7 +11,7 @@ import numpy as np
 
 from core.labels import AU_REGIONS
 
-BROWS, NOSE_TIP, UPPER_LIP = (105, 334), 1, 0  # mesh points: mid-brows, nose tip, upper lip's top midpoint
+UPPER_LIP = 0  # mesh point: the upper lip's top midpoint (the brows: the motion model's brow line, FACE_LINES)
 FOREHEAD_MARGIN = 0.04  # of the face box's height, kept clear above the brows (the brows' own pixels)
 
 
@@ -33,7 +33,9 @@ def band_mask(shape: tuple[int, int], box, landmarks: np.ndarray, band: str) -> 
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     mask = np.zeros((h, w), bool)
     if band == "forehead":
-        limit = int(landmarks[list(BROWS), 1].min() - FOREHEAD_MARGIN * (y1 - y0))
+        from core.models.motion import FACE_LINES
+
+        limit = int(landmarks[list(FACE_LINES["brow"]), 1].min() - FOREHEAD_MARGIN * (y1 - y0))
         mask[y0 : max(y0, limit), x0:x1] = True
     else:
         limit = int(np.ceil(landmarks[UPPER_LIP, 1]))

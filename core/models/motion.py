@@ -200,8 +200,8 @@ class MotionModel:
         gain = tensors["photo_gain"].double().numpy() if "photo_gain" in tensors else None
         if gain is not None and gain.shape != (len(AUS),):
             raise WeightsError(f"{path}: tensor 'photo_gain' is not of shape ({len(AUS)},)")
-        return cls(*(tensors[k].double().numpy() for k in expected), config_of(MotionConfig, _without_locality_before_it(meta), str(path)), info,
-                   photo_gain=gain)
+        config = config_of(MotionConfig, _without_locality_before_it(meta), str(path))
+        return cls(*(tensors[k].double().numpy() for k in expected), config, info, photo_gain=gain)
 
 
 def _without_locality_before_it(meta: dict) -> dict:

@@ -288,12 +288,12 @@ class PhotoEditor:
         luma = ycc[:, :, 0]
         before, after, drawn_after = (mesh[:, :2] - region.offset for mesh in meshes)
         matrix = alignment_matrix(after, size)
-        in_crop = [points @ matrix[:, :2].T + matrix[:, 2] for points in (before, drawn_after)]
+        before, after, drawn_after = (m @ matrix[:, :2].T + matrix[:, 2] for m in (before, after, drawn_after))
         diff = self._generator_change(warp_grey(luma, matrix, size), source, target, strength, guide,
-                                      lambda image: self._crop_warp(image, *in_crop))
+                                      lambda image: self._crop_warp(image, before, drawn_after))
         if parts and self.motion.config.locality_width > 0:  # crop rows are heights of the motion model's frontal frame
-            diff *= parts_weight(parts, after @ matrix[:, :2].T + matrix[:, 2], np.arange(size) + 0.5,
-                                 self.motion.config.locality_width)[:, None].astype(np.float32)
+            weight = parts_weight(parts, after, np.arange(size) + 0.5, self.motion.config.locality_width)
+            diff *= weight[:, None].astype(np.float32)
         # matrix maps continuous region coordinates to crop ones; OpenCV puts pixel i at i, not i + 0.5
         cv_matrix = matrix.copy()
         cv_matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
