@@ -28,6 +28,7 @@ from core.models.generator import (
 
 MAX_FACES_PER_CALL = 64
 MAX_GUIDANCE_STEPS = 20
+MAX_GUIDANCE = 10.0  # semantic guidance strengths the API and the Synthesize tab accept
 
 
 class NoFaceError(InputError):
@@ -122,7 +123,7 @@ def settled_aus(given: dict[str, float]) -> dict[str, float]:
 
 
 def check_guidance(strength) -> float:
-    return _finite_in(strength, "guidance strength", 10.0)
+    return _finite_in(strength, "guidance strength", MAX_GUIDANCE)
 
 
 def check_appearance(strength) -> float:

@@ -226,6 +226,7 @@ def _control_sliders():
 def build_synthesize_tab() -> dict:
     """The tab; returns its render event (the app also renders once when the page loads)."""
     from core.synthesis.photo_edit import APPEARANCE
+    from core.synthesizer import MAX_GUIDANCE
 
     with gr.Tab("Synthesize", id="synthesize"):
         gr.Markdown("A new person drawn by the generator, or **your own photo** re-expressed at its own size and "
@@ -265,8 +266,10 @@ def build_synthesize_tab() -> dict:
                 download = gr.File(label="Your edited photo, full size (PNG)", interactive=False,
                                    elem_id="synth-download")
         expression, intensity, use_aus, aus = _control_sliders()
-        guidance = gr.Slider(0, 5, value=0.0, step=0.5, label="semantic guidance: the recognizer's gradient pushes "
-                                                            "the face towards the requested expression")
+        # the whole range the API takes: docs/photo_edit.md measures "My face" at 10
+        guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.5,
+                             label="semantic guidance: the recognizer's gradient pushes the face towards the requested "
+                                   "expression (an edit takes about half as long again)")
         appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
                                label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "
                                      "photo's own pixels moved; 1: the expression reads more clearly and the face looks "
