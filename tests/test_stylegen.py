@@ -330,3 +330,49 @@ def test_after_a_warm_start_the_lr_ramps_up_and_a_resume_keeps_the_ramp(tmp_path
     scratch = st.Trainer(TINY, tc, _pools(), None)  # a run from scratch has no ramp of its own
     scratch.train_step(torch.autocast("cpu", enabled=False))
     assert scratch.opt_g.param_groups[0]["lr"] == pytest.approx(tc.lr)
+
+
+def _tiny_trunk():
+    from core.models.recognizer import RecognizerConfig, RecognizerNet
+
+    return RecognizerNet(RecognizerConfig(widths=(8, 16, 16), depths=(1, 1, 1), embed_dim=16))
+
+
+def test_the_feature_discriminator_trains_its_heads_only_and_passes_gradients_to_the_faces():
+    from core.models.feature_d import FeatureDiscriminator
+
+    trunk = _tiny_trunk()
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    fd = FeatureDiscriminator(trunk, TINY.cond_dim, taps=(2, 3)).train()
+    x = torch.rand(4, 1, 48, 48, requires_grad=True) * 2 - 1
+    logit = fd(x, torch.rand(4, TINY.cond_dim))
+    assert logit.shape == (4,)
+    logit.sum().backward()
+    assert all(p.grad is None for p in fd.stages.parameters())  # the recognizer's weights never train
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in fd.trainable())
+    assert not fd.stages.training  # its batch-norm statistics stay the recognizer's
+    assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
+    assert set(fd.head_state()) and all(k.startswith("heads.") for k in fd.head_state())
+    faces = torch.rand(2, 1, 48, 48).requires_grad_(True)
+    fd(faces, torch.rand(2, TINY.cond_dim)).sum().backward()
+    assert float(faces.grad.abs().sum()) > 0  # G learns through it
+
+
+def test_a_run_with_the_feature_discriminator_trains_it_and_resumes_exactly(tmp_path):
+    from core.checkpoint import export_recognizer
+
+    trunk_path = tmp_path / "trunk.safetensors"
+    export_recognizer(trunk_path, _tiny_trunk())
+    tc = dataclasses.replace(TINY_TRAIN, recognizer_weight=0.0, feature_d_weight=0.5, feature_d_net=str(trunk_path))
+    trainer = st.Trainer(TINY, tc, _pools(), None)
+    heads = {k: v.clone() for k, v in trainer.fd.head_state().items()}
+    terms = trainer.train_step(torch.autocast("cpu", enabled=False))
+    assert {"fd_adv", "g_feature"} <= set(terms) and all(np.isfinite(list(terms.values())))
+    assert any(not torch.equal(heads[k], v) for k, v in trainer.fd.head_state().items())
+    st.save_checkpoint(tmp_path / "last.safetensors", trainer)
+    twin = st.Trainer(TINY, tc, _pools(), None)
+    from core.weights import read_safetensors
+
+    twin.load_state(*read_safetensors(tmp_path / "last.safetensors"))
+    a, b = trainer.train_step(torch.autocast("cpu", enabled=False)), twin.train_step(torch.autocast("cpu", enabled=False))
+    assert a == b

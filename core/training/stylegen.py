@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.models import stylegen as sg
+from core.training import stylegen_losses as losses
 from core.training.schedule import linear_ramp
 from core.training.stylegen_data import Pools, batch_classes, fake_conditions, load_pools, real_batch
 from core.training.stylegen_losses import d_losses, e_losses, g_losses, identity_losses, r1_losses, total
@@ -76,6 +77,11 @@ class StyleTrainConfig:
     # side): 0 to step 11,502, whose continuations all drifted worse within 1,200-3,500 steps (D memorising 28k faces?)
     augment_color: float = 0.0
     augment_cutout: float = 0.0
+    # A second D on a frozen recognizer's features (core/models/feature_d.py; Projected GAN): G's term against it
+    # has this weight (0: no such D, the recipe to step 11,502); its trunk is these weights (never the shipped
+    # recognizer, which measures G)
+    feature_d_weight: float = 0.0
+    feature_d_net: str = "edit_guide"  # a shipped weights name or a .safetensors path
     e_every: int = 4
     e_batch: int = 32
     e_cycle_weight: float = 1.0
@@ -123,16 +129,23 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=tc.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=tc.lr * ratio, betas=(0.0, tc.beta2 ** ratio))
         self.opt_e = torch.optim.Adam(self.e.parameters(), lr=tc.lr * 0.4, betas=(0.9, tc.beta2))
+        self.fd = self.opt_fd = None
+        if tc.feature_d_weight > 0:
+            from core.models.feature_d import FeatureDiscriminator
+
+            self.fd = FeatureDiscriminator(load_recognizer_net(tc.feature_d_net).net, mc.cond_dim)
+            self.opt_fd = torch.optim.Adam(self.fd.trainable(), lr=tc.lr, betas=betas)
         self.gen = torch.Generator().manual_seed(tc.seed)
         self.step = 0
         self.ramp_start = None  # the step a warm start began at (load_warm_start)
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers().items()}
 
     def nets(self) -> dict:
-        return {"g": self.g, "d": self.d, "e": self.e, "g_ema": self.g_ema}
+        return {"g": self.g, "d": self.d, "e": self.e, "g_ema": self.g_ema, **({"fd": self.fd} if self.fd else {})}
 
     def optimizers(self) -> dict:
-        return {"opt_g": self.opt_g, "opt_d": self.opt_d, "opt_e": self.opt_e}
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d, "opt_e": self.opt_e,
+                **({"opt_fd": self.opt_fd} if self.opt_fd else {})}
 
     def train_step(self, amp) -> dict:
         tc, gen = self.tc, self.gen
@@ -159,9 +172,14 @@ class Trainer:
             total(r1_terms).backward()
             self.opt_d.step()
             d_terms.update(r1_terms)
+        if self.fd is not None:
+            d_terms.update(self.fd_step(real, real_cond, fake.detach(), info, amp))
         self.d.requires_grad_(False)
+        self._fd_trainable(False)
         with amp:
             g_terms = g_losses(self.d, fake, info, gen, tc, self.step, self.recognizer)
+            if self.fd is not None:
+                g_terms.update(losses.g_feature_loss(self.fd, fake, info, gen, tc))
             if tc.identity_hold_weight > 0:
                 q = max(1, tc.batch_size // 4)  # a quarter of the batch's people under conditions of their own
                 g_terms.update(identity_losses(self.g, z[:q], info["cond"][:q],
@@ -170,12 +188,26 @@ class Trainer:
         total(g_terms).backward()
         self.opt_g.step()
         self.d.requires_grad_(True)
+        self._fd_trainable(True)
         ema_update(self.g_ema, self.g, ema_beta(self.step, tc))
         terms = {**d_terms, **g_terms, **diagnostics}
         if self.step % tc.e_every == 0:
             terms.update(self.e_step(amp))
         self.step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
+
+    def fd_step(self, real, real_cond, fake, info, amp) -> dict:
+        with amp:
+            terms = losses.feature_d_losses(self.fd, real, real_cond, fake, info, self.gen, self.tc)
+        self.opt_fd.zero_grad(set_to_none=True)
+        total(terms).backward()
+        self.opt_fd.step()
+        return terms
+
+    def _fd_trainable(self, flag: bool) -> None:
+        if self.fd is not None:
+            for p in self.fd.trainable():
+                p.requires_grad_(flag)
 
     def e_step(self, amp) -> dict:
         tc, gen = self.tc, self.gen
@@ -272,9 +304,12 @@ def restore(out: Path, mc: sg.StyleGenConfig, tc: StyleTrainConfig, resume: bool
 
 
 def load_recognizer_net(path=None):
+    """A recognizer for training on CPU, frozen: the shipped one, or a weights file or shipped name (edit_guide)."""
     from core.recognizer import Recognizer
 
-    recognizer = Recognizer.load(path=path, device="cpu") if path else Recognizer.load(device="cpu")
+    named = path is not None and not str(path).endswith(".safetensors")
+    recognizer = (Recognizer.load(str(path), device="cpu", runtime="torch") if named
+                  else Recognizer.load(path=path, device="cpu"))
     recognizer.net.eval().requires_grad_(False)
     return recognizer
 

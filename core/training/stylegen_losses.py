@@ -58,6 +58,19 @@ def g_losses(d, fake, info, gen, tc, step: int, recognizer=None) -> dict:
     return terms
 
 
+def feature_d_losses(fd, real, real_cond, fake, fake_info, gen, tc) -> dict:
+    """The feature discriminator's logistic loss (core/models/feature_d.py), on the same augmented views as D's."""
+    real_logit = fd(augment(real, gen, tc), real_cond)
+    fake_logit = fd(augment(fake, gen, tc), fake_info["cond"], project=~fake_info["perturbed"])
+    return {"fd_adv": sg.d_logistic(real_logit, fake_logit)}
+
+
+def g_feature_loss(fd, fake, info, gen, tc) -> dict:
+    """G's non-saturating term against the feature discriminator."""
+    logit = fd(augment(fake, gen, tc), info["cond"], project=~info["perturbed"])
+    return {"g_feature": tc.feature_d_weight * sg.g_nonsaturating(logit)}
+
+
 def identity_losses(g, z, cond, other_cond, weight: float, gen: torch.Generator) -> dict:
     """The same people (z) under two conditions, drawn with the same per-pixel noise (fresh noise on one side only
     would count as a change of person and push the noise strengths down): their low-pass faces should agree."""
