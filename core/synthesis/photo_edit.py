@@ -40,11 +40,11 @@ WARP_SOURCE_DRAW = True  # see _generator_change
 # AUs the generator does not draw (docs/synthesis.md: AU14, a one-sided pull of a pixel or two at 48 px):
 # its change for them is noise that works against the warp, so its target condition keeps the source's.
 WARP_ONLY_AUS = ("AU14",)
-# ... and on an AU-slider edit (no expression requested) also AU12: G's 48-px change for the lip-corner pull alone
-# moves the corners less than the warp does, and the re-fitted mesh then read a third less of the slider (20 FER+
-# train faces: rise 0.26 with it, 0.44 without; an expression keeps it: holding it cost happiness 0.70 -> 0.63 on 60
-# train faces). AU05 too, each AU moving only its part: slider rho on 50 train faces 0.80 with G's change, 0.90 not.
-SLIDER_WARP_ONLY_AUS = ("AU12", "AU05")
+# ... and on an AU-slider edit (no expression) these too: G's 48-px change for one AU smears lips, lids and cheeks
+# (docs/photo_edit.md, 4b), and the warp alone moves the re-fitted mesh as far or as steadily (30 FER+ train faces,
+# faces with rho >= 0.8 with G's change / without: AU10 0.57 / 0.79, AU17 0.60 / 0.75, AU23 0.45 / 0.62). G's change
+# stays for AU02, AU04 (the furrow), AU07, AU09 and AU45, which the warp alone moves too little, and for expressions.
+SLIDER_WARP_ONLY_AUS = ("AU01", "AU05", "AU06", "AU10", "AU12", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
 # An expression opens the mouth (AU25, AU26) at most this far beyond the face's own opening: a warp has no mouth
 # interior to show, and opening a closed mouth to the class's 75th percentile stretched the lips into a ring
 # (docs/images/edit_sheet.jpg). AU sliders the user sets are not limited.
