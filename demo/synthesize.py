@@ -225,8 +225,10 @@ def _control_sliders():
 
 def build_synthesize_tab() -> dict:
     """The tab; returns its render event (the app also renders once when the page loads)."""
-    from core.synthesis.photo_edit import APPEARANCE
+    from core.synthesis.photo_edit import APPEARANCE, SLIDER_WARP_ONLY_AUS, WARP_ONLY_AUS
     from core.synthesizer import MAX_GUIDANCE
+
+    drawn_aus = [name for name in AUS if name not in SLIDER_WARP_ONLY_AUS + WARP_ONLY_AUS]
 
     with gr.Tab("Synthesize", id="synthesize"):
         gr.Markdown("A new person drawn by the generator, or **your own photo** re-expressed at its own size and "
@@ -273,7 +275,8 @@ def build_synthesize_tab() -> dict:
         appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
                                label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "
                                      "photo's own pixels moved; 1: the expression reads more clearly and the face looks "
-                                     "more retouched)")
+                                     f"more retouched; AU sliders alone take it only for {', '.join(drawn_aus)}, the others "
+                                     "move the photo's own pixels)")
         inputs = [source, photo, seed, guidance, appearance, *expression, intensity, use_aus, *aus]
         outputs = [result, reading, strip, before, download, status]
         render = dict(fn=render_synthesis, inputs=inputs, outputs=outputs, show_progress="minimal",
