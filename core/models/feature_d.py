@@ -47,9 +47,9 @@ class FeatureDiscriminator(nn.Module):
         super().__init__()
         config = trunk_net.config
         self.mean, self.std = float(config.mean), float(config.std)
-        n = len(config.widths)
-        self.taps = tuple(taps) if taps is not None else tuple(range(max(1, n - 2), n + 1))
-        bounds = [sum(config.depths[:n]) + n for n in range(1, max(self.taps) + 1)]  # end of each stage's layers
+        last = len(config.widths)
+        self.taps = tuple(taps) if taps is not None else tuple(range(max(1, last - 2), last + 1))
+        bounds = [len(trunk_net.stages(n)) for n in range(1, max(self.taps) + 1)]  # end of each stage's layers
         self.stages = nn.ModuleList(trunk_net.features[a:b] for a, b in zip([0] + bounds[:-1], bounds))
         self.stages.eval().requires_grad_(False)
         self.heads = nn.ModuleList(FeatureHead(config.widths[t - 1], cond_dim) for t in self.taps)
