@@ -235,27 +235,27 @@ class PhotoEditor:
         else:
             target = self.motion.target_aus(current, request.expression, progress(source_probs, request), request.aus)
             target = limit_mouth_opening(target, current, request.aus)
-        # Only AU-slider edits take the photo gains (they make a slider's own AU re-measure as moved; the mesh
-        # under-reads a warp). On a whole expression they exaggerated it (eyes stretching glasses, jaws dropping
-        # 2.5x); without them FER+ test edits read as requested as often (0.731 against 0.729) and were told from
-        # real faces less often (0.934 against 0.973; docs/photo_edit.md 3b).
+        # Only AU-slider edits take the photo gains (the mesh under-reads a warp): on a whole expression they exaggerated
+        # it, and without them edits read as often and were told from real faces less often (docs/photo_edit.md 3b).
         moved = self.motion.predict(face.landmarks, current, target, photo_gain=sliders_only)
         # the generator is asked for the change of every AU but the warp-only ones; its source draw is then
         # moved by the motion of those AUs alone (moving it by a warp-only AU's motion too would leave that
         # motion in the difference, reversed: the AU14 slider lost a third of its rise so)
         drawn = np.array(target, np.float64, copy=True)
-        held = [_au_index(name) for name in WARP_ONLY_AUS + (SLIDER_WARP_ONLY_AUS if sliders_only else ())]
+        held_names = WARP_ONLY_AUS + (SLIDER_WARP_ONLY_AUS if sliders_only else ())
+        held = [_au_index(name) for name in held_names]
         drawn[held] = np.asarray(current, np.float64)[held]
+        g_sliders = tuple(name for name in request.aus if name not in held_names)  # the sliders G draws
         moved_drawn = (moved if np.array_equal(drawn, target)
                        else self.motion.predict(face.landmarks, current, drawn, photo_gain=sliders_only))
         result = warp_face(out, face.landmarks, moved, self.controls, lambda r: box_window(r, face.box, BOX_LIMIT))
         if result is None:
             raise FaceAtBorderError("the face lies outside the image")
         region, warped, mask = result
-        if request.appearance > 0:
+        if request.appearance > 0 and (g_sliders or not sliders_only):  # else G would draw the same face twice
             target_probs = target_distribution(source_probs, request)
             goal = request.expression if request.guidance > 0 and request.expression is not None else None
-            parts = tuple(request.aus) if sliders_only else None
+            parts = g_sliders if sliders_only else None  # G's change only where the AUs it draws act
             warped = self._appearance(warped, region, (face.landmarks, moved, moved_drawn), mask,
                                       (source_probs, current), (target_probs, drawn), request.appearance,
                                       (goal, request.guidance), parts)
