@@ -15,6 +15,7 @@ import json
 import sys
 
 from core.analysis import analyse_inputs
+from core.face.detection import TRACKERS
 from core.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
 
 
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotated", default=None, help="a folder for annotated copies of the videos")
     parser.add_argument("--fps", type=float, default=DEFAULT_SAMPLE_FPS,
                         help=f"video frames analysed per second of video (at most {MAX_SAMPLE_FPS:g})")
+    parser.add_argument("--tracker", default="mesh-net", choices=TRACKERS,
+                        help="videos: mesh-net follows faces with the tracking mesh (fast, its AUs read from the crop); "
+                             "mediapipe fits MediaPipe's mesh on every frame (AUs closer to the photo's, slower)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.fps <= MAX_SAMPLE_FPS:
         parser.error(f"--fps must be in (0, {MAX_SAMPLE_FPS:g}]")
-    summary = analyse_inputs(args.inputs, args.csv, args.annotated, args.fps, show_progress=not args.no_progress)
+    summary = analyse_inputs(args.inputs, args.csv, args.annotated, args.fps, show_progress=not args.no_progress,
+                             tracker=args.tracker)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 1 if summary["errors"] else 0
 

@@ -33,7 +33,7 @@ def analyse_image(path: Path, recognizer) -> list[dict]:
 
 
 def analyse_inputs(inputs, csv_path, annotated_dir=None, sample_fps: float = DEFAULT_SAMPLE_FPS,
-                   show_progress: bool = True) -> dict:
+                   show_progress: bool = True, tracker: str = "mesh-net") -> dict:
     """Write the table of every face to csv_path; return a summary (files, frames, faces, seconds, errors).
 
     A file that cannot be read is listed under errors with its message; the others are still analysed.
@@ -59,7 +59,8 @@ def analyse_inputs(inputs, csv_path, annotated_dir=None, sample_fps: float = DEF
                 frame_bar = tqdm(unit="frame", file=sys.stderr, leave=False, desc=path.name,
                                  disable=not show_progress)
                 result = analyse_video(path, recognizer, sample_fps, annotated=out,
-                                       progress=lambda done, total, bar=frame_bar: _advance(bar, total))
+                                       progress=lambda done, total, bar=frame_bar: _advance(bar, total),
+                                       tracker=tracker)
                 frame_bar.close()
                 rows += result.rows
                 frames += result.frames

@@ -4,6 +4,7 @@
     python -m core.bench streams --json  # webcam sessions at 10 frames/s one process serves (p95 <= 100 ms)
     python -m core.bench live-options --json  # the live path's settings timed beside their alternatives
     python -m core.bench photo-mesh --json  # photo mesh from the detection vs re-detecting (landmarks, AUs, time)
+    python -m core.bench tracking --json  # the live trackers' landmarks, AUs and readings against the photo mesh
     python -m core.bench synth --json   # generate one face; edit the face of a photo
     python -m core.bench finetune --json  # ingest a 500-image upload; fine-tune on 100 faces
     python -m core.bench load --json    # 8 gradio clients for 60 s (photos, synthesis) + 2 queued fine-tunes
@@ -23,12 +24,13 @@ from core.benchmarks.load import bench_load
 from core.benchmarks.photo_mesh import bench_photo_mesh
 from core.benchmarks.streams import bench_streams
 from core.benchmarks.synth import bench_synth
+from core.benchmarks.tracking import bench_tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench")
-    parser.add_argument("what", choices=("live", "streams", "live-options", "photo-mesh", "synth", "finetune",
-                                                  "load"))
+    parser.add_argument("what", choices=("live", "streams", "live-options", "photo-mesh", "tracking", "synth",
+                                                  "finetune", "load"))
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"
                                               / "fer2013plus"))
     parser.add_argument("--frames", type=int, default=200)
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
               "streams": lambda: bench_streams(args.max_streams, concurrency=args.concurrency),
               "live-options": lambda: bench_live_options(args.frames // 2),
               "photo-mesh": lambda: bench_photo_mesh(args.data, args.frames + args.frames // 2),
+              "tracking": lambda: bench_tracking(args.data),
               "synth": lambda: bench_synth(args.frames // 2),
               "finetune": lambda: bench_finetune(args.data, args.steps, args.uploads, args.frozen_stages),
               "load": lambda: bench_load(args.clients, args.seconds, args.url, args.data)}[args.what]()

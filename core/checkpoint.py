@@ -19,7 +19,7 @@ from core.models.recognizer import RecognizerConfig, RecognizerNet
 from core.weights import FORMAT_VERSION, load_weights, save_safetensors
 
 KIND_NAMES = {"recognizer": "recognizer", "generator": "generator", "au_regressor": "AU regressor",
-              "motion": "motion model"}
+              "motion": "motion model", "mesh_net": "tracking mesh"}
 
 
 def model_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -103,3 +103,21 @@ def load_generator(name: str | None = None, path: str | Path | None = None
     if any(k.startswith("d.") for k in tensors):
         d = load_state(DiscriminatorNet(config), strip_prefix(tensors, "d"), where)
     return g, e, d, metadata
+
+
+# ---------------------------------------------------------------- tracking mesh
+
+def export_mesh_net(path: str | Path, net, extra: dict | None = None) -> None:
+    """Inference weights of the tracking mesh (core/models/mesh_net.py), with its config."""
+    metadata = {"kind": "mesh_net", "version": FORMAT_VERSION, "config": net.config.to_dict(), **(extra or {})}
+    save_safetensors(path, net.state_dict(), metadata)
+
+
+def load_mesh_net(name: str | None = None, path: str | Path | None = None):
+    """(MeshNet in eval mode, the rest of its metadata) saved by export_mesh_net."""
+    from core.models.mesh_net import MeshNet, MeshNetConfig
+
+    tensors, metadata = read_checkpoint("mesh_net", name, path)
+    where = str(path) if path is not None else (name or "mesh_net")
+    net = MeshNet(config_of(MeshNetConfig, metadata, where))
+    return load_state(net, tensors, where).eval(), metadata

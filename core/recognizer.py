@@ -181,18 +181,18 @@ class Recognizer:
                 box=face.box, landmarks=face.landmarks,
                 probs={name: float(p) for name, p in zip(EXPRESSIONS, row)},
                 label=EXPRESSIONS[int(row.argmax())], crop=crop, detector=face.detector,
-                aus=_aus_of(face.landmarks),
+                aus=face_aus(face.landmarks, face.aus),
             )
             for face, row, crop in zip(faces, probs, crops)
         ]
 
 
-def _aus_of(landmarks: np.ndarray) -> dict[str, float] | None:
-    """AU intensities of one face, or None without a mesh."""
+def face_aus(landmarks: np.ndarray, read: np.ndarray | None = None) -> dict[str, float] | None:
+    """AU intensities of one face (those its detector read, else measured on its mesh), or None without a mesh."""
     from core.face.aus import measure_aus
     from core.labels import AUS
 
-    values = measure_aus(landmarks)
+    values = measure_aus(landmarks) if read is None else read
     if not np.isfinite(values).all():
         return None
     return {name: float(v) for name, v in zip(AUS, values)}

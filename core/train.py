@@ -5,6 +5,7 @@
     python -m core.train generator --data ../shared/data/fer2013plus --au-cache ../runs/au_cache --out ../runs/generator
     torchrun --standalone --nproc_per_node 2 -m core.train recognizer --data ... --out ...
     torchrun --standalone --nproc_per_node 2 -m core.train generator --data ... --au-cache ... --out ...
+    python -m core.train mesh-net --data ../shared/data/fer2013plus --au-cache ../runs/au_cache --out ../runs/mesh_net
     python -m core.train joint --data ../shared/data/fer2013plus --out ../runs/joint --fraction 0.1
 
 Every option but the paths is a field of a config dataclass (core.models.*Config, core.training.*Config),
@@ -22,12 +23,14 @@ from pathlib import Path
 
 from core.config import add_config_arguments, config_from_args
 from core.models.generator import GeneratorConfig
+from core.models.mesh_net import MeshNetConfig
 from core.models.motion import MotionConfig
 from core.models.recognizer import RecognizerConfig
 from core.models.stylegen import StyleGenConfig
 from core.training.au_regressor import AURegressorTrainConfig
 from core.training.generator import GeneratorTrainConfig
 from core.training.joint import PSEUDO_LABEL_MODES, JointConfig
+from core.training.mesh_net import MeshTrainConfig
 from core.training.recognizer import RecognizerTrainConfig
 from core.training.stylegen import StyleTrainConfig
 
@@ -120,6 +123,18 @@ def _motion_photo_gain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mesh_net(args: argparse.Namespace) -> int:
+    """The tracking mesh (core/models/mesh_net.py): trained in --out, exported to OUT/mesh_net.safetensors."""
+    from core.training.mesh_net import train_mesh_net
+
+    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    result = train_mesh_net(args.data, args.au_cache, args.out, config_from_args(MeshNetConfig, args),
+                            config_from_args(MeshTrainConfig, args), resume=args.resume, device=args.device,
+                            command=command)
+    sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
+    return 0
+
+
 def _export_generator(args: argparse.Namespace) -> int:
     """Re-export a run's generator.safetensors (e.g. from before D was stored in half precision)."""
     from core.synthesizer import Synthesizer
@@ -154,6 +169,44 @@ def _paths(parser: argparse.ArgumentParser, resume: bool = True) -> None:
 def _data_and_cache(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
+
+
+def _add_fitted_models(sub) -> None:
+    """The motion model, its photo gains and the tracking mesh: fitted on the AU/landmark cache."""
+    m = sub.add_parser("motion", help="fit the motion model (how the mesh moves with each AU) for photo edits")
+    _data_and_cache(m)
+    m.add_argument("--out", default="weights/motion.safetensors")
+    add_config_arguments(m, MotionConfig)
+    m.set_defaults(run=_motion)
+    p = sub.add_parser("motion-photo-gain", help="fit the motion model's per-AU gains on FER+ train faces as photos")
+    p.add_argument("--data", required=True)
+    p.add_argument("--motion", default="weights/motion.safetensors")
+    p.add_argument("--faces", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=2)
+    p.set_defaults(run=_motion_photo_gain)
+
+    t = sub.add_parser("mesh-net", help="train the tracking mesh that live tracking re-fits each frame with")
+    _data_and_cache(t)
+    t.add_argument("--out", required=True, help="run folder: log.jsonl, last.safetensors, mesh_net.safetensors")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
+    t.add_argument("--device", default="auto")
+    add_config_arguments(t, MeshNetConfig, exclude=("input_size", "mean", "std"))
+    add_config_arguments(t, MeshTrainConfig)
+    t.set_defaults(run=_mesh_net)
+
+
+def _add_exports(sub) -> None:
+    """Commands that re-package a run's weights."""
+    w = sub.add_parser("stylegen-warm-start", help="a StyleGen run's last.safetensors as a warm start (< 10 MB)")
+    w.add_argument("source", help="the run folder's last.safetensors")
+    w.add_argument("out", help="e.g. weights/wip/stylegen_warm_start.safetensors")
+    w.add_argument("--generator", default=None, help="also its EMA G + E as an inference file, to measure")
+    w.set_defaults(run=_stylegen_warm_start)
+
+    x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
+    x.add_argument("source")
+    x.add_argument("out")
+    x.set_defaults(run=_export_generator)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,28 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(s, StyleTrainConfig)
     s.set_defaults(run=_stylegen)
 
-    m = sub.add_parser("motion", help="fit the motion model (how the mesh moves with each AU) for photo edits")
-    _data_and_cache(m)
-    m.add_argument("--out", default="weights/motion.safetensors")
-    add_config_arguments(m, MotionConfig)
-    m.set_defaults(run=_motion)
-    p = sub.add_parser("motion-photo-gain", help="fit the motion model's per-AU gains on FER+ train faces as photos")
-    p.add_argument("--data", required=True)
-    p.add_argument("--motion", default="weights/motion.safetensors")
-    p.add_argument("--faces", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=2)
-    p.set_defaults(run=_motion_photo_gain)
-
-    w = sub.add_parser("stylegen-warm-start", help="a StyleGen run's last.safetensors as a warm start (< 10 MB)")
-    w.add_argument("source", help="the run folder's last.safetensors")
-    w.add_argument("out", help="e.g. weights/wip/stylegen_warm_start.safetensors")
-    w.add_argument("--generator", default=None, help="also its EMA G + E as an inference file, to measure")
-    w.set_defaults(run=_stylegen_warm_start)
-
-    x = sub.add_parser("export-generator", help="re-export generator weights (D in half precision)")
-    x.add_argument("source")
-    x.add_argument("out")
-    x.set_defaults(run=_export_generator)
+    _add_fitted_models(sub)
+    _add_exports(sub)
 
     j = sub.add_parser("joint", help="fine-tune recognizer and generator together (FESGAN stage 2, RDBP)")
     _paths(j, resume=False)

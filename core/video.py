@@ -153,8 +153,9 @@ class VideoAnalysis:
 
 def analyse_video(path, recognizer=None, sample_fps: float = DEFAULT_SAMPLE_FPS, annotated: str | Path | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  cancelled: Callable[[], bool] | None = None) -> VideoAnalysis:
+                  cancelled: Callable[[], bool] | None = None, tracker: str = "mesh-net") -> VideoAnalysis:
     """Faces, expressions and AUs of every analysed frame; `annotated` also writes a copy with boxes and ids.
+    tracker as for core.face.tracking.LiveSession ("mediapipe": AUs measured on MediaPipe's mesh every frame).
 
     progress(frames done, frames expected or 0) is called after each analysed frame; cancelled() is asked
     before each: when it says True the analysis stops and returns what it has (cancelled=True).
@@ -167,7 +168,7 @@ def analyse_video(path, recognizer=None, sample_fps: float = DEFAULT_SAMPLE_FPS,
 
     info = probe_video(path)
     expected = int(info.duration_s * min(sample_fps, info.fps or sample_fps)) if info.duration_s else 0
-    session = LiveSession(recognizer or get_recognizer(), smoothing=0.0)
+    session = LiveSession(recognizer or get_recognizer(), smoothing=0.0, tracker=tracker)
     result, writer, started = VideoAnalysis(info), None, time.perf_counter()
     file = Path(path).name
     try:

@@ -62,6 +62,13 @@ REGISTRY: dict[str, WeightsInfo] = {
             description="motion model: how the 478-point mesh moves with each of the 17 AUs (ridge blendshapes, "
                         "pose-normalised), with class-typical AU targets and per-AU photo gains",
         ),
+        WeightsInfo(
+            name="mesh_net",
+            file="mesh_net.safetensors",
+            sha256="c4a20e30067e33c7b1a0cf49b470f23944403bef961553f15d5e43b8199af7b0",
+            description="tracking mesh: a small CNN that re-fits the 478-point mesh and reads the 17 AUs on a 48x48 "
+                        "grey crop, so live tracking runs MediaPipe only to find faces",
+        ),
     )
 }
 

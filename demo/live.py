@@ -25,6 +25,9 @@ LIVE_FORMAT = "jpeg"
 STREAM_CONCURRENCY = 8
 # The camera preview is mirrored in the browser when "Mirror view" is ticked, like the recognised picture
 # beside it; the frames sent for analysis never are (left and right stay the person's own).
+# What the tracker choice trades (docs/limits.md, `python -m core.bench tracking`).
+PRECISE_AUS_LABEL = ("Precise action units: MediaPipe's face mesh on every frame (about twice the time per frame); "
+                     "off, a small network follows each face and reads its AUs less exactly")
 MIRROR_CSS = "#live-webcam video { transform: scaleX(-1); } #live-webcam.unmirrored video { transform: none; }"
 MIRROR_JS = "(mirror) => { document.querySelector('#live-webcam')?.classList.toggle('unmirrored', !mirror); }"
 
@@ -68,13 +71,17 @@ class LiveSessions:
 SESSIONS = LiveSessions()
 
 
-def live_frame(frame, mirror_view: bool, request: gr.Request):
-    """One webcam frame -> (annotated frame, top-face probabilities, status line, its AU bars)."""
+def live_frame(frame, mirror_view: bool, request: gr.Request, precise_aus: bool = False):
+    """One webcam frame -> (annotated frame, top-face probabilities, status line, its AU bars).
+
+    precise_aus: MediaPipe's mesh on every frame instead of the tracking mesh (core.face.tracking.LiveSession).
+    """
     if frame is None:
         return None, {}, "Waiting for the camera…", ""
     key = session_key(request) or "anonymous"
     session = SESSIONS.get(key)
     session.recognizer = SESSION_MODELS.recognizer(key)  # the session's fine-tuned model, if switched on
+    session.use_tracker("mediapipe" if precise_aus else "mesh-net")
     started = time.perf_counter()
     try:
         rgb = load_image(frame)  # grey, RGBA or float frames are drawn on as the RGB the model saw
@@ -135,6 +142,7 @@ def build_live_tab() -> None:
                     )
                     mirror = gr.Checkbox(value=True, label="Mirror view (like a mirror; analysis is unaffected)")
                     mirror.change(None, inputs=mirror, js=MIRROR_JS, api_visibility="private")
+                    precise = gr.Checkbox(value=False, label=PRECISE_AUS_LABEL, elem_id="live-precise-aus")
                 with gr.Column():
                     annotated = gr.Image(label="Recognised", type="numpy", elem_id="live-annotated",
                                          format=LIVE_FORMAT)
@@ -143,7 +151,7 @@ def build_live_tab() -> None:
                     with gr.Accordion("Action units of the largest face", open=False):
                         au_bars = gr.HTML(elem_id="live-aus")
             webcam.stream(
-                live_frame, inputs=[webcam, mirror], outputs=[annotated, probs, status, au_bars],
+                live_frame, inputs=[webcam, mirror, precise], outputs=[annotated, probs, status, au_bars],
                 stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=STREAM_CONCURRENCY,
                 show_progress="hidden", api_visibility="private",
             )

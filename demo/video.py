@@ -17,6 +17,7 @@ import gradio as gr
 from core import InputError
 from core.labels import EXPRESSIONS
 from demo.errors import UserError, shown
+from demo.live import PRECISE_AUS_LABEL
 from demo.session_models import SESSION_MODELS, session_key
 
 PROGRESS_EVERY_S = 0.5
@@ -75,8 +76,10 @@ def timeline(rows: list[dict], face: str | None):
                         columns=["time_s", "expression", "probability"])
 
 
-def analyse_upload(path, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
-    """A generator: progress while the analysis runs, then (plot, face choices, rows, CSV, video, summary)."""
+def analyse_upload(path, precise_aus: bool = False, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+    """A generator: progress while the analysis runs, then (plot, face choices, rows, CSV, video, summary).
+
+    precise_aus: MediaPipe's mesh on every frame instead of the tracking mesh (core.video.analyse_video)."""
     from core.results_table import write_csv
     from core.video import analyse_video
 
@@ -92,7 +95,8 @@ def analyse_upload(path, request: gr.Request = None, progress=gr.Progress()):  #
         try:
             box["result"] = analyse_video(
                 path, SESSION_MODELS.recognizer(key), annotated=folder / f"{stem}.annotated.mp4",
-                progress=lambda done, total: state.update(done=done, total=total), cancelled=cancel.is_set)
+                progress=lambda done, total: state.update(done=done, total=total), cancelled=cancel.is_set,
+                tracker="mediapipe" if precise_aus else "mesh-net")
         except Exception as error:  # re-raised in the handler's thread, where gradio reports it
             box["error"] = error
 
@@ -141,6 +145,7 @@ def build_video_tab() -> None:
         with gr.Row():
             with gr.Column():
                 upload = gr.File(file_types=VIDEO_TYPES, type="filepath", label="Video", elem_id="video-input")
+                precise = gr.Checkbox(value=False, label=PRECISE_AUS_LABEL, elem_id="video-precise-aus")
                 with gr.Row():
                     analyse = gr.Button("Analyse", variant="primary")
                     cancel = gr.Button("Cancel", variant="stop")
@@ -153,7 +158,7 @@ def build_video_tab() -> None:
                 plot = gr.LinePlot(x="time_s", y="probability", color="expression", x_title="time (s)",
                                    y_title="probability", label="Expressions over time", elem_id="video-plot")
         rows = gr.State([])
-        run = analyse.click(analyse_upload, inputs=upload, outputs=[plot, face, rows, csv, annotated, summary],
+        run = analyse.click(analyse_upload, inputs=[upload, precise], outputs=[plot, face, rows, csv, annotated, summary],
                             api_name="analyse_video", concurrency_limit=1, concurrency_id="video")
         cancel.click(cancel_analysis, outputs=summary, cancels=[run], api_name="cancel_video")
         face.change(timeline, inputs=[rows, face], outputs=plot, api_visibility="private")

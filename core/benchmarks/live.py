@@ -1,7 +1,8 @@
 """Live and photo pipeline benchmarks on 640x480 frames with one real face.
 
-live_frame_ms: a tracked webcam stream, as demo/live.py runs it (decode + LiveSession.process: mesh
-tracking, alignment, one recognizer pass, AUs, smoothing). photo_frame_ms: the photo pipeline
+live_frame_ms: a tracked webcam stream, as demo/live.py runs it (decode + LiveSession.process: tracking
+(MediaPipe finds the face, the tracking mesh follows it: core/face/mesh_tracking.py), alignment, one
+recognizer pass, AUs, smoothing). photo_frame_ms: the photo pipeline
 (Recognizer.predict: detection, mesh on the face, alignment, recognizer with its mirror pass, AUs) on
 frames whose face is at a new place each time, so nothing can be tracked.
 """
@@ -32,9 +33,9 @@ def _timed_cpu(fn, *args):
 def bench_stages(recognizer, frame: np.ndarray, frames: int, warmup: int) -> dict:
     """Each stage of a tracked frame on its own (the stages of live_frame_ms)."""
     from core.face.alignment import align_face
-    from core.face.aus import measure_aus
     from core.face.detection import FaceDetector
     from core.face.images import load_image, to_grey
+    from core.recognizer import face_aus
     detector = FaceDetector(mode="video", max_faces=4)
     names = ("decode_ms", "detect_ms", "align_ms", "recognize_ms", "aus_ms")
     stages = {name: [] for name in names}
@@ -47,7 +48,7 @@ def bench_stages(recognizer, frame: np.ndarray, frames: int, warmup: int) -> dic
         crops = np.stack([align_face(grey, f, recognizer.config.input_size) for f in faces]) if faces else None
         t_align = (time.perf_counter() - t0) * 1000
         t_rec = _timed(recognizer.predict_crops, crops, False)[1] if crops is not None else 0.0
-        t_aus = _timed(lambda found: [measure_aus(f.landmarks) for f in found], faces)[1]
+        t_aus = _timed(lambda found: [face_aus(f.landmarks, f.aus) for f in found], faces)[1]
         if i >= warmup:
             for name, value in zip(names, (t_decode, t_detect, t_align, t_rec, t_aus)):
                 stages[name].append(value)

@@ -1,8 +1,8 @@
 """The measurements behind the live path's settings (python -m core.bench live-options).
 
 Each option the live path chose is timed beside its alternatives on the same 640x480 webcam frame: the mesh
-graph's face count, refined landmarks and frame size; the recognizer's runtime and threads; the returned
-frame's encoding. Medians in ms (docs/limits.md, "Live speed and capacity").
+graph's face count, refined landmarks and frame size; the tracking mesh; the recognizer's runtime and threads;
+the returned frame's encoding. Medians in ms (docs/limits.md, "Live speed and capacity").
 """
 
 from __future__ import annotations
@@ -53,6 +53,27 @@ def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
     finder = lean(mp.solutions.face_detection.FaceDetection, model_selection=0)
     out["short_range_detector_ms"] = _median_ms(lambda: finder.run({"image": frame}), repeats)
     finder.close()
+    return {**out, **_tracking_mesh_options(frame, repeats)}
+
+
+def _tracking_mesh_options(frame: np.ndarray, repeats: int) -> dict:
+    """The tracking mesh that replaces the mesh graph between MediaPipe's looks (core/face/mesh_tracking.py):
+    one refit (crop, net, points back to the frame) and the net alone, on ONNX Runtime and on torch."""
+    from core.face.detection import FaceDetector
+    from core.face.mesh_tracking import follow
+    from core.models.mesh_runtime import MeshRuntime
+
+    detector = FaceDetector(mode="photo")
+    mesh = detector.detect(frame)[0].landmarks
+    detector.close()
+    out = {}
+    for onnx in (True, False):
+        runtime = MeshRuntime.load(onnx=onnx)
+        name = "tracking_mesh" if onnx else "tracking_mesh_torch"
+        out[f"{name}_refit_ms"] = _median_ms(lambda r=runtime: follow(r, frame, [mesh]), repeats)
+        out[f"{name}_refit_twice_ms"] = _median_ms(lambda r=runtime: follow(r, frame, [mesh], refits=2), repeats)
+        crop = np.zeros((1, runtime.input_size, runtime.input_size), np.uint8)
+        out[f"{name}_net_ms"] = _median_ms(lambda r=runtime, c=crop: r.run(c), repeats)
     return out
 
 

@@ -19,13 +19,17 @@ NUM_LANDMARKS = 478
 # looks at a copy no longer than this on its long side; a face it can find there (>= 20 px) is >= 1.6% of it.
 MTCNN_MAX_SIDE = 1280
 
+# How video mode follows faces between frames (FaceDetector's docstring).
+TRACKERS = ("mesh-net", "mediapipe")
+
 
 @dataclass
 class DetectedFace:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray  # float32 (478, 3), NaN when the mesh could not be fitted
     score: float
-    detector: str  # "mediapipe", "mtcnn" or "mesh" (video tracking)
+    detector: str  # "mediapipe", "mtcnn", "mesh" (MediaPipe's video tracking) or "mesh-net" (the tracking mesh)
+    aus: np.ndarray | None = None  # AU intensities [17] read by the tracking mesh; else measured on the landmarks
 
     @property
     def area(self) -> float:
@@ -46,18 +50,22 @@ class FaceDetector:
     """Every face in an image, largest first.
 
     mode="photo": full-range detector, then the mesh fitted on each face's crop; MTCNN when
-    MediaPipe finds nothing. mode="video": the mesh's own short-range detection and tracking over
-    consecutive frames of one stream (fast; no MTCNN; core/face/stream_detection.py).
+    MediaPipe finds nothing. mode="video": faces of consecutive frames of one stream, no MTCNN; with
+    tracker="mesh-net" MediaPipe finds them and the tracking mesh follows them (core/face/mesh_tracking.py),
+    with tracker="mediapipe" MediaPipe's mesh tracks them on every frame (core/face/stream_detection.py).
     mesh_from_detection (photo): the mesh starts from the detector's own detection (core/face/roi_mesh.py,
     1.7 ms a face faster) instead of the FaceMesh solution detecting the face again in the crop; off by
     default, as the AUs read on it followed a photo edit's lips less faithfully (docs/limits.md).
     """
 
     def __init__(self, mode: str = "photo", max_faces: int = 10, min_confidence: float = 0.5, use_mtcnn: bool = True,
-                 mesh_from_detection: bool = False):
+                 mesh_from_detection: bool = False, tracker: str = "mesh-net"):
         if mode not in ("photo", "video"):
             raise ValueError(f"mode must be 'photo' or 'video', not {mode!r}")
+        if tracker not in TRACKERS:
+            raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, not {tracker!r}")
         self.mode = mode
+        self.tracker = tracker
         self.max_faces = max_faces
         self.min_confidence = min_confidence
         self.use_mtcnn = use_mtcnn
@@ -84,6 +92,10 @@ class FaceDetector:
                 self._close_detector = lean(detection, model_selection=0, min_detection_confidence=self.min_confidence)
                 self._mesh = lean(mp.solutions.face_mesh.FaceMesh, static_image_mode=True, max_num_faces=1,
                                   refine_landmarks=True, min_detection_confidence=0.3)
+            elif self.tracker == "mesh-net":
+                from core.face.mesh_tracking import TrackingMeshDetector
+
+                self._mesh = TrackingMeshDetector(self.max_faces, self.min_confidence)
             else:
                 from core.face.stream_detection import StreamDetector
 

@@ -47,6 +47,16 @@ class StreamDetector:
                 graph.close()
         self._single = self._multi = self._finder = None
 
+    @property
+    def finder(self):
+        """The short-range detector that looks for more faces (None for a one-face stream)."""
+        return self._finder
+
+    def expect_more_faces(self) -> None:
+        """Someone else's detector saw more faces than are tracked: the next frames go to the multi-face graph."""
+        if self._multi is not None:
+            self._use_multi, self._lonely = True, 0
+
     def _choose_graph(self, image: np.ndarray) -> None:
         if self._multi is None or self._use_multi or self._frame % CHECK_EVERY:
             return

@@ -47,11 +47,15 @@ class LiveSession:
 
     smoothing is the half-life in seconds of the exponential moving average of each face's
     probabilities (0 disables it); a face keeps its track while its box overlaps the last one.
+    tracker: how faces are followed between frames (core.face.detection.TRACKERS): "mesh-net", the tracking
+    mesh (fast; its AUs are read from the 48-px crop), or "mediapipe", MediaPipe's mesh on every frame (AUs
+    closer to the photo pipeline's, about twice the time: docs/limits.md).
     """
 
     recognizer: object
     smoothing: float = 0.3
     max_faces: int = 4
+    tracker: str = "mesh-net"
     _detector: object = None
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 0
@@ -61,7 +65,16 @@ class LiveSession:
     def __post_init__(self):
         from core.face.detection import FaceDetector
 
-        self._detector = FaceDetector(mode="video", max_faces=self.max_faces)
+        self._detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=self.tracker)
+
+    def use_tracker(self, tracker: str) -> None:
+        """Follow faces with another tracker from the next frame on (the tracks and their ids are kept)."""
+        if tracker != self.tracker:
+            from core.face.detection import FaceDetector
+
+            detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=tracker)
+            self._detector.close()
+            self._detector, self.tracker = detector, tracker
 
     def process(self, frame, now: float | None = None) -> list[TrackedFace]:
         now = time.perf_counter() if now is None else now

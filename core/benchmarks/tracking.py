@@ -1,0 +1,143 @@
+"""What the live path's trackers cost in landmarks, AUs and readings: each against MediaPipe's photo mesh.
+
+Three 640x480 clips made from real faces, at the webcam's 10 frames/s: grace_hopper.jpg gliding, turning and zooming as a
+person in front of a webcam; FER+ test faces (4x upscaled) each held for a while at a drifting place; and
+grace_hopper.jpg re-expressed (neutral -> happiness -> neutral -> surprise, photo edits) while it glides, so a
+tracker must follow the face's own movement, not only the head's. Every frame is also read by the photo
+pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.benchmarks.common import sample_face_photo, stats
+
+
+def _place(face: np.ndarray, t: float, width: int = 640, height: int = 480, turn: float = 8.0, zoom: float = 0.08,
+           speed_px_s: float = 150.0) -> np.ndarray:
+    """The RGB face photo pasted on a grey frame at time t: gliding sideways, turning and zooming slowly."""
+    import cv2
+
+    h, w = face.shape[:2]
+    span = max(0.0, width - w * 1.1)
+    period = max(2.0, np.pi * span / speed_px_s)
+    phase = 2 * np.pi * t / period
+    centre = (w * 0.55 + span * (0.5 + 0.5 * np.sin(phase)), height / 2 + 20 * np.cos(phase))
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), turn * np.sin(1.3 * phase), 1 + zoom * np.sin(0.7 * phase))
+    m[:, 2] += np.array(centre) - np.array([w / 2, h / 2])
+    return cv2.warpAffine(face, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(90, 90, 90))
+
+
+def _photo(height: int) -> np.ndarray:
+    from PIL import Image
+
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    return np.asarray(photo.resize((round(photo.width * height / photo.height), height), Image.BILINEAR))
+
+
+def clips(data: str, fps: float = 10.0, seconds: float = 9.0, fer_faces: int = 12, fer_frames: int = 15
+          ) -> dict[str, list[np.ndarray]]:
+    """name -> RGB frames of the three clips."""
+    count = round(fps * seconds)
+    photo = _photo(260)
+    out = {"glide": [_place(photo, i / fps) for i in range(count)]}
+    from core.training.data import load_split
+
+    test = load_split(data, "test")
+    pick = np.random.default_rng(0).choice(len(test.images), fer_faces, replace=False)
+    fer = []
+    for k, index in enumerate(pick):
+        big = np.repeat(np.kron(test.images[index], np.ones((4, 4), np.uint8))[:, :, None], 3, axis=2)
+        fer += [_place(big, (k * fer_frames + i) / fps, speed_px_s=60.0) for i in range(fer_frames)]
+    out["fer"] = fer
+    out["expression"] = _expression_clip(photo, count, fps)
+    return out
+
+
+def _expression_clip(photo: np.ndarray, count: int, fps: float) -> list[np.ndarray]:
+    from core import get_synthesizer
+
+    synth = get_synthesizer()
+    quarter = count // 4
+    frames = []
+    for i in range(count):
+        leg, step = divmod(i, quarter)
+        strength = (step + 1) / quarter if leg % 2 == 0 else 1 - (step + 1) / quarter
+        expression = "surprise" if leg >= 2 else "happiness"
+        edited = synth.edit(photo, expression=expression, intensity=max(0.0, min(1.0, strength)))
+        frames.append(_place(edited, i / fps))
+    return frames
+
+
+def _ocular(mesh: np.ndarray) -> float:
+    return float(np.linalg.norm(mesh[33, :2] - mesh[263, :2]))
+
+
+def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer) -> dict:
+    """One tracker over a clip against the reference faces (photo pipeline) of each frame: the AUs compared are
+    those the live path shows (the tracking mesh reads its own; MediaPipe's are measured on its mesh)."""
+    from core.face.aus import measure_aus
+    from core.face.detection import FaceDetector
+
+    detector = FaceDetector(mode="video", max_faces=4, tracker=tracker)
+    nme, agree, dprob, times, kinds = [], [], [], [], []
+    shown, on_mesh, gold_aus = [], [], []
+    for rgb, ref in zip(frames, reference):
+        t0 = time.perf_counter()
+        found = recognizer.predict(rgb, detector=detector)
+        times.append((time.perf_counter() - t0) * 1000)
+        if not ref or not np.isfinite(ref[0].landmarks).all():
+            continue  # no reference mesh on this frame
+        if not found:
+            kinds.append("missed")
+            continue
+        face, gold = found[0], ref[0]
+        kinds.append(face.detector)
+        nme.append(np.linalg.norm(face.landmarks[:, :2] - gold.landmarks[:, :2], axis=1).mean() / _ocular(gold.landmarks))
+        shown.append(list(face.aus.values()))
+        on_mesh.append(measure_aus(face.landmarks))
+        gold_aus.append(list(gold.aus.values()))
+        p, q = (np.array(list(f.probs.values())) for f in (face, gold))
+        agree.append(p.argmax() == q.argmax())
+        dprob.append(np.abs(p - q).max())
+    detector.close()
+    from core.labels import AUS
+
+    shown, on_mesh, gold_aus = (np.array(a, np.float64) for a in (shown, on_mesh, gold_aus))
+    au_err = np.abs(shown - gold_aus)
+    return {"nme_median": round(float(np.median(nme)), 4), "nme_p90": round(float(np.percentile(nme, 90)), 4),
+            # the AUs the live path shows, and those measured on the tracker's own mesh
+            "au_abs_error_mean": round(float(np.nanmean(au_err)), 4),
+            "au_abs_error_on_mesh_mean": round(float(np.nanmean(np.abs(on_mesh - gold_aus))), 4),
+            "au_abs_error": {a: round(float(np.nanmean(au_err[:, k])), 3) for k, a in enumerate(AUS)},
+            "au_correlation": _correlations(shown, gold_aus),
+            "label_agreement": round(float(np.mean(agree)), 4), "prob_diff_max_median": round(float(np.median(dprob)), 4),
+            "frames": len(frames), "missed": kinds.count("missed"),
+            "mediapipe_frames": sum(k in ("mesh", "mediapipe") for k in kinds), "frame_ms": stats(times)}
+
+
+def _correlations(read: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Pearson r over the clip's frames of each AU that moves in the reference (std > 0.03)."""
+    from core.labels import AUS
+
+    out = {}
+    for k, au in enumerate(AUS):
+        ok = np.isfinite(read[:, k]) & np.isfinite(gold[:, k])
+        if ok.sum() > 5 and gold[ok, k].std() > 0.03 and read[ok, k].std() > 0:
+            out[au] = round(float(np.corrcoef(read[ok, k], gold[ok, k])[0, 1]), 3)
+    return out
+
+
+def bench_tracking(data: str) -> dict:
+    from core import get_recognizer
+
+    recognizer = get_recognizer()
+    out = {}
+    for name, frames in clips(data).items():
+        reference = [recognizer.predict(rgb) for rgb in frames]
+        out[name] = {tracker: compare(frames, tracker, reference, recognizer) for tracker in ("mesh-net", "mediapipe")}
+    return out

@@ -1,0 +1,70 @@
+"""The tracking mesh at inference: ONNX Runtime over a graph derived from its safetensors, torch without it.
+
+As for the recognizer (core/models/onnx_runtime.py), the .onnx file is exported from the weights at first
+use into the cache directory, named by the weights' sha256, and never kept in git.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.models.onnx_runtime import cache_dir, cpu_session, fold_batch_norm, runtime_available, write_onnx
+
+EXPORT_VERSION = 1
+
+
+class _Exported(nn.Module):
+    """uint8 crops [N, S, S] -> (mesh [N, 478, 3] in crop pixels, probability a face is centred [N], AUs [N, 17])."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, crops):
+        mesh, logit, aus = self.net(crops)
+        return mesh, torch.sigmoid(logit), aus
+
+
+class MeshRuntime:
+    """run(crops) with one thread (one crop is too little work to split); safe from one stream's thread."""
+
+    def __init__(self, net, weights_sha256: str | None = None, onnx: bool = True):
+        self.net = net.eval()
+        self.input_size = net.config.input_size
+        self._session = None
+        if onnx and weights_sha256 is not None and runtime_available():
+            path = cache_dir() / "onnx" / f"mesh_net-{weights_sha256[:16]}-v{EXPORT_VERSION}.onnx"
+            self._session = self._open(path)
+        self.runtime = "onnx" if self._session is not None else "torch"
+
+    def _open(self, path: Path):
+        example = torch.zeros(2, self.input_size, self.input_size, dtype=torch.uint8)
+        for _ in range(2):  # a cached file that does not load (damaged) is exported again, once
+            if not path.is_file():
+                write_onnx(_Exported(fold_batch_norm(self.net)).eval(), example, path, ("mesh", "present", "aus"))
+            try:
+                return cpu_session(path, 1)
+            except Exception:  # onnxruntime raises its own types for a damaged file
+                path.unlink(missing_ok=True)
+        return None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, onnx: bool = True) -> MeshRuntime:
+        """The shipped tracking mesh (sha256-checked), or the file at `path`."""
+        from core.checkpoint import load_mesh_net
+        from core.weights import REGISTRY, sha256_of
+
+        net, _ = load_mesh_net(name=None if path else "mesh_net", path=path)
+        return cls(net, sha256_of(path) if path else REGISTRY["mesh_net"].sha256, onnx)
+
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 crops [N, S, S] -> float32 (mesh [N, 478, 3] in crop pixels, presence probability [N], AUs [N, 17])."""
+        crops = np.ascontiguousarray(crops, dtype=np.uint8)
+        if self._session is not None:
+            return tuple(self._session.run(None, {"crops": crops}))
+        with torch.no_grad():
+            return tuple(t.numpy() for t in _Exported(self.net)(torch.from_numpy(crops)))
