@@ -66,6 +66,17 @@ def get_motion_model():
         return _shared["motion"]
 
 
+def get_mesh_runtime():
+    """The shipped tracking mesh on its runtime (weights/mesh_net.safetensors), loaded once per process and shared
+    by every stream's tracker (ONNX Runtime sessions run from several threads)."""
+    with _shared_lock:
+        if "mesh_runtime" not in _shared:
+            from core.models.mesh_runtime import MeshRuntime
+
+            _shared["mesh_runtime"] = MeshRuntime.load()
+        return _shared["mesh_runtime"]
+
+
 def set_motion_model(model) -> None:
     """Put another motion model in the shipped one's place for this process (evaluations compare files); the AU
     warp built on the old one is dropped and built again on first use."""

@@ -4,7 +4,8 @@ Three 640x480 clips made from real faces, at the webcam's 10 frames/s: grace_hop
 person in front of a webcam; FER+ test faces (4x upscaled) each held for a while at a drifting place; and
 grace_hopper.jpg re-expressed (neutral -> happiness -> neutral -> surprise, photo edits) while it glides, so a
 tracker must follow the face's own movement, not only the head's. Every frame is also read by the photo
-pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to.
+pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to;
+MediaPipe's AUs on the 48-px crop the tracking mesh reads show how much of its AU error that size costs.
 """
 
 from __future__ import annotations
@@ -132,6 +133,22 @@ def _correlations(read: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     return out
 
 
+def crop_ceiling(frames: list[np.ndarray], reference: list) -> dict:
+    """MediaPipe's own AUs on each reference face's 48-px aligned crop (upscaled, as the AU cache measures FER
+    faces) against its AUs on the whole frame: what reading a face at the tracking mesh's size costs by itself."""
+    from core.face.alignment import aligned_grey, alignment_matrix, fer_crop_landmarks
+    from core.face.aus import measure_aus_landmarks
+
+    crops, gold = [], []
+    for rgb, ref in zip(frames, reference):
+        if ref and np.isfinite(ref[0].landmarks).all():
+            crops.append(aligned_grey(rgb, alignment_matrix(ref[0].landmarks, 48), 48))
+            gold.append(list(ref[0].aus.values()))
+    aus = measure_aus_landmarks(fer_crop_landmarks(np.stack(crops)).astype(np.float64))
+    return {"au_abs_error_mean": round(float(np.nanmean(np.abs(aus - np.array(gold)))), 4),
+            "found": round(float(np.isfinite(aus).all(axis=1).mean()), 4)}
+
+
 def bench_tracking(data: str) -> dict:
     from core import get_recognizer
 
@@ -140,4 +157,5 @@ def bench_tracking(data: str) -> dict:
     for name, frames in clips(data).items():
         reference = [recognizer.predict(rgb) for rgb in frames]
         out[name] = {tracker: compare(frames, tracker, reference, recognizer) for tracker in ("mesh-net", "mediapipe")}
+        out[name]["mediapipe_on_48px_crop"] = crop_ceiling(frames, reference)
     return out

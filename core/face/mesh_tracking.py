@@ -57,11 +57,11 @@ class TrackingMeshDetector:
     """detect(rgb) of consecutive frames of one stream, largest face first (not thread-safe: FaceDetector locks)."""
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None):
-        from core.models.mesh_runtime import MeshRuntime
+        from core import get_mesh_runtime
 
         self.max_faces = max_faces
         self._stream = StreamDetector(max_faces, min_confidence)
-        self._runtime = runtime or MeshRuntime.load()
+        self._runtime = runtime or get_mesh_runtime()
         self._meshes: list[np.ndarray] = []
         self._frame = 0
 
