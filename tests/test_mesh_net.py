@@ -192,3 +192,36 @@ def test_a_live_session_switches_to_mediapipe_and_back(recognizer):
         assert len(session.process(frame)) == 1
     finally:
         session.close()
+
+
+class _FakeRuntime:
+    """Fits every crop with `mesh` shifted by `shift` crop pixels; counts its passes."""
+
+    input_size = 48
+
+    def __init__(self, shift: float):
+        self.mesh = _meshes(1, seed=11)[0].astype(np.float32)
+        from core.face.alignment import ALIGN_LANDMARKS
+
+        self.mesh[list(ALIGN_LANDMARKS), :2] = FER_TEMPLATE  # a fit that lands where the crop put the face
+        self.mesh[:, 0] += shift
+        self.calls = 0
+
+    def run(self, crops):
+        self.calls += 1
+        n = len(crops)
+        return np.repeat(self.mesh[None], n, 0), np.ones(n, np.float32), np.full((n, 17), 0.5, np.float32)
+
+
+def test_a_settled_fit_takes_one_pass_and_one_that_keeps_moving_is_a_lost_face():
+    from core.face.mesh_tracking import MAX_REFITS, follow
+
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    start = _meshes(1, seed=12)[0] * 3 + 60
+    still = _FakeRuntime(0.0)
+    _, present, aus = follow(still, frame, [start])
+    assert still.calls == 1 and present[0] == 1.0 and aus.shape == (1, 17)
+    moving = _FakeRuntime(6.0)  # every pass says the face is 6 px further right
+    meshes, present, _ = follow(moving, frame, [start])
+    assert moving.calls == MAX_REFITS and present[0] == 0.0
+    assert meshes[0][:, 0].mean() > start[:, 0].mean()  # it did follow, then gave up

@@ -1,7 +1,8 @@
 """What the live path's trackers cost in landmarks, AUs and readings: each against MediaPipe's photo mesh.
 
-Three 640x480 clips made from real faces, at the webcam's 10 frames/s: grace_hopper.jpg gliding, turning and zooming as a
-person in front of a webcam; FER+ test faces (4x upscaled) each held for a while at a drifting place; and
+640x480 clips made from real faces, at the webcam's 10 frames/s: grace_hopper.jpg gliding, turning and zooming
+as a person in front of a webcam, and twice as fast, turning and zooming more; the same face sliding off the
+frame's edge and back; FER+ test faces (4x upscaled) each held for a while at a drifting place; and
 grace_hopper.jpg re-expressed (neutral -> happiness -> neutral -> surprise, photo edits) while it glides, so a
 tracker must follow the face's own movement, not only the head's. Every frame is also read by the photo
 pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to;
@@ -45,7 +46,10 @@ def clips(data: str, fps: float = 10.0, seconds: float = 9.0, fer_faces: int = 1
     """name -> RGB frames of the three clips."""
     count = round(fps * seconds)
     photo = _photo(260)
-    out = {"glide": [_place(photo, i / fps) for i in range(count)]}
+    out = {"glide": [_place(photo, i / fps) for i in range(count)],
+           # a quicker head: 300 px/s, turning by 15 degrees and zooming by 15%
+           "fast": [_place(photo, i / fps, turn=15.0, zoom=0.15, speed_px_s=300.0) for i in range(count)],
+           "border": _border_clip(photo, count)}
     from core.training.data import load_split
 
     test = load_split(data, "test")
@@ -57,6 +61,20 @@ def clips(data: str, fps: float = 10.0, seconds: float = 9.0, fer_faces: int = 1
     out["fer"] = fer
     out["expression"] = _expression_clip(photo, count, fps)
     return out
+
+
+def _border_clip(photo: np.ndarray, count: int, width: int = 640, height: int = 480) -> list[np.ndarray]:
+    """The face sliding off the frame's right edge, out of view for a while, and back."""
+    h, w = photo.shape[:2]
+    frames = []
+    for i in range(count):
+        x0 = int(380 + 300 * np.sin(2 * np.pi * i / count))
+        frame = np.full((height, width, 3), 90, np.uint8)
+        x1 = min(width, x0 + w)
+        if x1 > x0:
+            frame[(height - h) // 2 : (height - h) // 2 + h, x0:x1] = photo[:, : x1 - x0]
+        frames.append(frame)
+    return frames
 
 
 def _expression_clip(photo: np.ndarray, count: int, fps: float) -> list[np.ndarray]:

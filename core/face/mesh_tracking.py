@@ -14,28 +14,51 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.face.alignment import aligned_grey, alignment_matrix
+from core.face.alignment import (
+    ALIGN_LANDMARKS,
+    FER_TEMPLATE,
+    FER_TEMPLATE_SIZE,
+    aligned_grey,
+    alignment_matrix,
+    similarity_transform,
+)
 from core.face.detection import DetectedFace, box_of
 from core.face.stream_detection import CHECK_EVERY, StreamDetector
 from core.labels import AUS
 
 MIN_PRESENT = 0.5  # the net's probability that a face is still centred in its crop, below which it is lost
-REFITS = 1  # passes of the net a frame; a second starts from the first's fit (docs/limits.md)
+# The net is trained on inter-frame motion up to 15% of the crop's side; a face that moved further is fitted
+# roughly, then again from that fit, while aligning the fit would move the crop by more than SETTLE_PX
+# (mean over the alignment points): at most MAX_REFITS passes a frame, after which a fit still moving is a
+# face lost.
+SETTLE_PX = 2.0
+MAX_REFITS = 3
 
 
-def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], refits: int = REFITS
+def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int = MAX_REFITS
            ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Each mesh [478, 3] (image pixels) re-fitted on this frame; the net's presence probabilities [N] and
     AUs [N, 17] (read from the crop, not measured on the fitted mesh: they would carry all its points' errors)."""
     size = runtime.input_size
-    for _ in range(refits):
+    template = FER_TEMPLATE.astype(np.float64) * (size / FER_TEMPLATE_SIZE)
+    for _ in range(max_refits):
         matrices = [alignment_matrix(mesh, size) for mesh in meshes]
         if not all(_usable(m) for m in matrices):  # a mesh fitted into a point or a line: the face is lost
             return meshes, np.zeros(len(meshes), np.float32), np.full((len(meshes), len(AUS)), np.nan, np.float32)
         crops = np.stack([aligned_grey(rgb, m, size) for m in matrices])
         fitted, present, aus = runtime.run(crops)
         meshes = [to_image(points, m) for points, m in zip(fitted, matrices)]
-    return meshes, present, aus
+        unsettled = np.array([_realignment(points, template) > SETTLE_PX for points in fitted])
+        if not unsettled.any():
+            break
+    # a fit still moving after the last pass is not trusted: the face counts as lost (MediaPipe looks again)
+    return meshes, np.where(unsettled, 0.0, present).astype(np.float32), aus
+
+
+def _realignment(points: np.ndarray, template: np.ndarray) -> float:
+    """How far (crop pixels, mean over the alignment points) aligning the fitted mesh would move the crop."""
+    m = similarity_transform(points[list(ALIGN_LANDMARKS), :2].astype(np.float64), template)
+    return float(np.linalg.norm(template @ m[:, :2].T + m[:, 2] - template, axis=1).mean())
 
 
 def _usable(matrix: np.ndarray) -> bool:
