@@ -49,6 +49,13 @@ def test_fake_webcam_streams_into_the_live_tab_and_gets_labelled(app_url, tmp_pa
             assert any(name in probs_text for name in EXPRESSIONS), probs_text
             annotated = page.locator("#live-annotated img")
             assert annotated.count() >= 1
-            page.screenshot(path=str(tmp_path / "live.png"))
+            # "Precise action units": the stream goes on with MediaPipe's mesh on every frame
+            page.locator("#live-precise-aus input").check()
+            frames_before = status.inner_text()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and status.inner_text() == frames_before:
+                time.sleep(0.5)
+            assert "1 face(s)" in status.inner_text(), status.inner_text()
+            page.screenshot(path=str(os.environ.get("EXPRESSIONLAB_SCREENSHOT", tmp_path / "live.png")))
         finally:
             browser.close()
