@@ -98,21 +98,26 @@ def _ocular(mesh: np.ndarray) -> float:
 
 def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer) -> dict:
     """One tracker over a clip against the reference faces (photo pipeline) of each frame: the AUs compared are
-    those the live path shows (the tracking mesh reads its own; MediaPipe's are measured on its mesh)."""
+    those the live path shows (the tracking mesh reads its own; MediaPipe's are measured on its mesh). Landmarks
+    and AUs are scored on the frames the tracker found the face in; the top class on every frame with a
+    reference face (a miss disagrees); faces reported where the reference has none are counted."""
     from core.face.aus import measure_aus
     from core.face.detection import FaceDetector
 
     detector = FaceDetector(mode="video", max_faces=4, tracker=tracker)
     nme, agree, dprob, times, kinds = [], [], [], [], []
     shown, on_mesh, gold_aus = [], [], []
+    extra = 0
     for rgb, ref in zip(frames, reference):
         t0 = time.perf_counter()
         found = recognizer.predict(rgb, detector=detector)
         times.append((time.perf_counter() - t0) * 1000)
         if not ref or not np.isfinite(ref[0].landmarks).all():
-            continue  # no reference mesh on this frame
+            extra += len(found)  # no reference face: whatever the tracker reports is a face that is not there
+            continue
         if not found:
             kinds.append("missed")
+            agree.append(False)  # a missed face counts against the reading too
             continue
         face, gold = found[0], ref[0]
         kinds.append(face.detector)
@@ -135,8 +140,10 @@ def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer)
             "au_abs_error": {a: round(float(np.nanmean(au_err[:, k])), 3) for k, a in enumerate(AUS)},
             "au_correlation": _correlations(shown, gold_aus),
             "label_agreement": round(float(np.mean(agree)), 4), "prob_diff_max_median": round(float(np.median(dprob)), 4),
-            "frames": len(frames), "missed": kinds.count("missed"),
-            "mediapipe_frames": sum(k in ("mesh", "mediapipe") for k in kinds), "frame_ms": stats(times)}
+            "frames": len(frames), "missed": kinds.count("missed"), "extra_faces": extra,
+            # frames whose faces came from MediaPipe's mesh (all of them for tracker "mediapipe"); the short-range
+            # detector's look for new faces every 5th frame is not counted
+            "mediapipe_mesh_frames": sum(k in ("mesh", "mediapipe") for k in kinds), "frame_ms": stats(times)}
 
 
 def _correlations(read: np.ndarray, gold: np.ndarray) -> dict[str, float]:

@@ -41,7 +41,7 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
     AUs [N, 17] (read from the crop, not measured on the fitted mesh: they would carry all its points' errors)."""
     size = runtime.input_size
     template = FER_TEMPLATE.astype(np.float64) * (size / FER_TEMPLATE_SIZE)
-    for _ in range(max_refits):
+    for _ in range(max(1, max_refits)):
         matrices = [alignment_matrix(mesh, size) for mesh in meshes]
         if not all(_usable(m) for m in matrices):  # a mesh fitted into a point or a line: the face is lost
             return meshes, np.zeros(len(meshes), np.float32), np.full((len(meshes), len(AUS)), np.nan, np.float32)
@@ -55,6 +55,14 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
     return meshes, np.where(unsettled, 0.0, present).astype(np.float32), aus
 
 
+def _overlapping(meshes: list[np.ndarray], limit: float = 0.5) -> bool:
+    """Two followed faces whose boxes overlap by more than `limit` (IoU): one face followed twice."""
+    from core.face.tracking import iou
+
+    boxes = [box_of(mesh) for mesh in meshes]
+    return any(iou(a, b) > limit for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
 def _realignment(points: np.ndarray, template: np.ndarray) -> float:
     """How far (crop pixels, mean over the alignment points) aligning the fitted mesh would move the crop."""
     m = similarity_transform(points[list(ALIGN_LANDMARKS), :2].astype(np.float64), template)
@@ -62,7 +70,8 @@ def _realignment(points: np.ndarray, template: np.ndarray) -> float:
 
 
 def _usable(matrix: np.ndarray) -> bool:
-    """A crop matrix of a face between 4 px and 100,000 px wide (its scale maps the face to the crop)."""
+    """A finite crop matrix whose scale (crop pixels per image pixel) is between 1e-4 and 10: a face between
+    about 5 and 480,000 pixels wide, not a mesh collapsed into a point or a line."""
     det = abs(float(np.linalg.det(matrix[:, :2])))
     return bool(np.isfinite(matrix).all()) and 1e-8 < det < 1e2
 
@@ -91,20 +100,21 @@ class TrackingMeshDetector:
     def close(self) -> None:
         self._stream.close()
 
-    def _new_face_seen(self, rgb: np.ndarray) -> bool:
+    def _faces_seen(self, rgb: np.ndarray) -> int | None:
+        """How many faces the short-range detector sees, every CHECK_EVERY frames (None on the others)."""
         finder = self._stream.finder
-        if finder is None or self._frame % CHECK_EVERY or len(self._meshes) >= self.max_faces:
-            return False
-        return len(finder.run({"image": rgb})["detections"]) > len(self._meshes)
+        if finder is None or self._frame % CHECK_EVERY:
+            return None
+        return len(finder.run({"image": rgb})["detections"])
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         self._frame += 1
-        more = bool(self._meshes) and self._new_face_seen(rgb)
-        if more:
-            self._stream.expect_more_faces()
-        elif self._meshes:
+        seen = self._faces_seen(rgb) if self._meshes else None
+        if seen is not None and seen > len(self._meshes) and len(self._meshes) < self.max_faces:
+            self._stream.expect_more_faces()  # a face entered: MediaPipe's multi-face graph takes this frame
+        elif self._meshes and seen in (None, len(self._meshes)):  # (fewer seen: one may have left; MediaPipe decides)
             meshes, present, aus = follow(self._runtime, rgb, self._meshes)
-            if (present >= MIN_PRESENT).all():
+            if (present >= MIN_PRESENT).all() and not _overlapping(meshes):
                 self._meshes = meshes
                 faces = [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in zip(meshes, aus)]
                 return sorted(faces, key=lambda f: f.area, reverse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ class LiveSession:
     max_faces: int = 4
     tracker: str = "mesh-net"
     _detector: object = None
+    _switch_lock: threading.Lock = field(default_factory=threading.Lock)
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 0
     _last_time: float | None = None
@@ -69,12 +71,13 @@ class LiveSession:
 
     def use_tracker(self, tracker: str) -> None:
         """Follow faces with another tracker from the next frame on (the tracks and their ids are kept)."""
-        if tracker != self.tracker:
-            from core.face.detection import FaceDetector
+        with self._switch_lock:  # two frames of one session at once must not both build a detector
+            if tracker != self.tracker:
+                from core.face.detection import FaceDetector
 
-            detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=tracker)
-            self._detector.close()
-            self._detector, self.tracker = detector, tracker
+                detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=tracker)
+                self._detector.close()
+                self._detector, self.tracker = detector, tracker
 
     def process(self, frame, now: float | None = None) -> list[TrackedFace]:
         now = time.perf_counter() if now is None else now

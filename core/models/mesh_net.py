@@ -22,7 +22,7 @@ from core.face.detection import NUM_LANDMARKS
 @dataclass
 class MeshNetConfig(SavedConfig):
     input_size: int = 48  # the recognizer's crop: FER2013 framing, grey
-    widths: tuple = (24, 48, 96)  # one stage each; every stage halves the side (48 -> 6): about 12 MFLOPs
+    widths: tuple[int, ...] = (24, 48, 96)  # one stage each; every stage halves the side (48 -> 6): about 12 MFLOPs
     squeeze: int = 32  # 1x1 channels before the dense head (keeps the file small)
     hidden: int = 256
     delta_scale: float = 4.0  # output units in crop pixels: offsets from the mean mesh are about this size

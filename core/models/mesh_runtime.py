@@ -30,7 +30,8 @@ class _Exported(nn.Module):
 
 
 class MeshRuntime:
-    """run(crops) with one thread (one crop is too little work to split); safe from one stream's thread."""
+    """run(crops) on one thread (one crop is too little work to split); one runtime serves every stream
+    (core.get_mesh_runtime): ONNX Runtime sessions and the eval-mode torch net may run from several threads."""
 
     def __init__(self, net, weights_sha256: str | None = None, onnx: bool = True):
         self.net = net.eval()

@@ -110,7 +110,8 @@ def ensure_onnx(net, weights_sha256: str) -> Path:
 def default_threads() -> int:
     """$EXPRESSIONLAB_ORT_THREADS, else 2 (at most the CPUs): on a 2-core AVX2 host the int8 crop takes 1.2-1.4 ms
     on two threads against 1.9-2.1 on one, for the same CPU time, as the workers do not spin (docs/limits.md)."""
-    return max(1, int(os.environ.get("EXPRESSIONLAB_ORT_THREADS", str(min(2, os.cpu_count() or 1)))))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(os.environ.get("EXPRESSIONLAB_ORT_THREADS", str(min(2, cpus)))))
 
 
 def cpu_session(path: str | Path, threads: int):

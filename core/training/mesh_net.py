@@ -113,6 +113,7 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
         splits[split] = (images[found], meshes[found], aus[found].astype(np.float32))
     images, meshes, aus = splits["train"]
     aligns = aligned_by(meshes, mc.input_size)
+    torch.manual_seed(tc.seed)  # the starting weights too
     net = MeshNet(mc).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
@@ -149,6 +150,7 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
     if info.is_main:
         from core.checkpoint import export_mesh_net
 
+        report = report or valid_report(net, *splits["valid"], tc, dev)  # resumed after its last step
         export_mesh_net(out / "mesh_net.safetensors", net.eval(), {
             "valid": report, "train_config": asdict(tc), "steps": step, "command": command,
             "data": "FER2013 train faces, targets: MediaPipe's refined mesh of each (core.aus annotate)"})
