@@ -4,8 +4,9 @@ MediaPipe's mesh in tracking mode (core/face/stream_detection.py) costs 5-7 ms a
 more than the whole 5-ms live budget. Here MediaPipe finds the faces (the first frame, a face that entered, a
 face the net lost) and the tracking mesh (core/models/mesh_net.py) follows them: each face is cut out where
 the last frame's mesh put it, as the recognizer's 48-px grey crop, and the net re-fits the 478 points there
-(about 0.4 ms). A face the net no longer sees centred sends the frame back to MediaPipe. The short-range
-detector looks for new faces every CHECK_EVERY frames, as the stream detector does. The AUs of every frame
+(about 0.4 ms). A face the net no longer sees centred, or whose fit will not settle, sends the frame back to
+MediaPipe; so do two followed faces that overlap, and a change in the number of faces the short-range detector
+sees every CHECK_EVERY frames (a face entered or left). The AUs of every frame
 are the net's reading of the crop, MediaPipe's frames included, so a face's AU track does not jump when
 MediaPipe looks (`python -m core.bench tracking` measures them against MediaPipe's photo mesh).
 """
