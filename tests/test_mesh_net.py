@@ -63,7 +63,7 @@ def test_the_net_starts_at_the_mean_mesh_and_its_loss_falls():
     meshes = _meshes(32, seed=6)
     images = np.random.default_rng(7).integers(0, 255, (32, 48, 48), dtype=np.uint8)
     net = MeshNet(TINY)
-    net.mean_shape.copy_(torch.from_numpy(mean_mesh(images, meshes, 48)).float())
+    net.mean_shape.copy_(torch.from_numpy(mean_mesh(meshes, aligned_by(meshes, 48))).float())
     crops, targets, present = (torch.from_numpy(a) for a in make_batch(
         images, meshes, np.arange(32), np.random.default_rng(8), MeshTrainConfig(), 48, aligned_by(meshes, 48)))
     aus = torch.rand(32, 17)
@@ -140,9 +140,10 @@ def test_points_go_back_to_the_image_through_the_inverse_alignment():
 @pytest.mark.integration
 def test_the_shipped_tracking_mesh_follows_a_gliding_face(recognizer):
     """Against MediaPipe's photo mesh on each frame; the figures for every clip: `python -m core.bench tracking`."""
-    from core.benchmarks.tracking import _photo, _place, compare
+    from core.benchmarks.common import face_photo
+    from core.benchmarks.tracking import _place, compare
 
-    photo = _photo(260)
+    photo = face_photo(260)
     frames = [_place(photo, i / 10) for i in range(30)]
     report = compare(frames, "mesh-net", [recognizer.predict(f) for f in frames], recognizer)
     assert report["missed"] == 0 and report["mediapipe_mesh_frames"] <= 2 and report["extra_faces"] == 0  # MediaPipe found it, the net followed

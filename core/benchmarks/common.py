@@ -14,6 +14,14 @@ def sample_face_photo() -> Path:
     return Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
 
 
+def face_photo(height: int) -> np.ndarray:
+    """The real face photo as RGB uint8, resized (bilinear) to `height` pixels tall."""
+    from PIL import Image
+
+    photo = Image.open(sample_face_photo()).convert("RGB")
+    return np.asarray(photo.resize((round(photo.width * height / photo.height), height), Image.BILINEAR))
+
+
 def webcam_frame(width: int = 640, height: int = 480) -> np.ndarray:
     """A 640x480 RGB frame with one real face, as a webcam would send."""
     from PIL import Image
@@ -31,8 +39,7 @@ def moving_face_frames(count: int = 16, width: int = 640, height: int = 480, fac
     """640x480 RGB frames with the real face photo at a new random place in each (nothing to track)."""
     from PIL import Image
 
-    photo = Image.open(sample_face_photo()).convert("RGB")
-    photo = photo.resize((round(photo.width * face_height / photo.height), face_height), Image.BILINEAR)
+    photo = Image.fromarray(face_photo(face_height))
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(count):
@@ -47,11 +54,9 @@ def write_face_video(path, seconds: float = 3.0, fps: float = 30.0, width: int =
     """A test video made from the real face photo: `faces` copies gliding across a 640x480 frame, at most
     speed_px_s pixels a second (a person moving in front of a camera)."""
     import cv2
-    from PIL import Image
 
-    face_height = 260 if faces == 1 else 240
-    photo = Image.open(sample_face_photo()).convert("RGB")
-    photo = np.asarray(photo.resize((round(photo.width * face_height / photo.height), face_height), Image.BILINEAR))
+    photo = face_photo(260 if faces == 1 else 240)
+    face_height = photo.shape[0]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     count = max(1, round(seconds * fps))
     lane = width // faces

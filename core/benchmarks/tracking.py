@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from core.benchmarks.common import sample_face_photo, stats
+from core.benchmarks.common import face_photo, stats
 
 
 def _place(face: np.ndarray, t: float, width: int = 640, height: int = 480, turn: float = 8.0, zoom: float = 0.08,
@@ -34,18 +34,11 @@ def _place(face: np.ndarray, t: float, width: int = 640, height: int = 480, turn
                           borderValue=(90, 90, 90))
 
 
-def _photo(height: int) -> np.ndarray:
-    from PIL import Image
-
-    photo = Image.open(sample_face_photo()).convert("RGB")
-    return np.asarray(photo.resize((round(photo.width * height / photo.height), height), Image.BILINEAR))
-
-
 def clips(data: str, fps: float = 10.0, seconds: float = 9.0, fer_faces: int = 12, fer_frames: int = 15
           ) -> dict[str, list[np.ndarray]]:
     """name -> RGB frames of the three clips."""
     count = round(fps * seconds)
-    photo = _photo(260)
+    photo = face_photo(260)
     out = {"glide": [_place(photo, i / fps) for i in range(count)],
            # a quicker head: 300 px/s, turning by 15 degrees and zooming by 15%
            "fast": [_place(photo, i / fps, turn=15.0, zoom=0.15, speed_px_s=300.0) for i in range(count)],

@@ -65,17 +65,18 @@ class LiveSession:
     fps: float = 0.0
 
     def __post_init__(self):
+        self._detector = self._stream_detector(self.tracker)
+
+    def _stream_detector(self, tracker: str):
         from core.face.detection import FaceDetector
 
-        self._detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=self.tracker)
+        return FaceDetector(mode="video", max_faces=self.max_faces, tracker=tracker)
 
     def use_tracker(self, tracker: str) -> None:
         """Follow faces with another tracker from the next frame on (the tracks and their ids are kept)."""
         with self._switch_lock:  # two frames of one session at once must not both build a detector
             if tracker != self.tracker:
-                from core.face.detection import FaceDetector
-
-                detector = FaceDetector(mode="video", max_faces=self.max_faces, tracker=tracker)
+                detector = self._stream_detector(tracker)
                 self._detector.close()
                 self._detector, self.tracker = detector, tracker
 

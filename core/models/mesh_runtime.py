@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models.onnx_runtime import cache_dir, cpu_session, fold_batch_norm, runtime_available, write_onnx
+from core.models.onnx_runtime import (
+    cpu_session,
+    fold_batch_norm,
+    onnx_path_for,
+    open_cached,
+    runtime_available,
+    write_onnx,
+)
 
 EXPORT_VERSION = 1
 
@@ -38,20 +45,15 @@ class MeshRuntime:
         self.input_size = net.config.input_size
         self._session = None
         if onnx and weights_sha256 is not None and runtime_available():
-            path = cache_dir() / "onnx" / f"mesh_net-{weights_sha256[:16]}-v{EXPORT_VERSION}.onnx"
-            self._session = self._open(path)
+            path = onnx_path_for(weights_sha256, "mesh_net", EXPORT_VERSION)
+            self._session = open_cached(lambda: self._export(path), lambda p: cpu_session(p, 1))
         self.runtime = "onnx" if self._session is not None else "torch"
 
-    def _open(self, path: Path):
-        example = torch.zeros(2, self.input_size, self.input_size, dtype=torch.uint8)
-        for _ in range(2):  # a cached file that does not load (damaged) is exported again, once
-            if not path.is_file():
-                write_onnx(_Exported(fold_batch_norm(self.net)).eval(), example, path, ("mesh", "present", "aus"))
-            try:
-                return cpu_session(path, 1)
-            except Exception:  # onnxruntime raises its own types for a damaged file
-                path.unlink(missing_ok=True)
-        return None
+    def _export(self, path: Path) -> Path:
+        if not path.is_file():
+            example = torch.zeros(2, self.input_size, self.input_size, dtype=torch.uint8)
+            write_onnx(_Exported(fold_batch_norm(self.net)).eval(), example, path, ("mesh", "present", "aus"))
+        return path
 
     @classmethod
     def load(cls, path: str | Path | None = None, onnx: bool = True) -> MeshRuntime:

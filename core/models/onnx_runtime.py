@@ -30,8 +30,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "expressionlab"
 
 
-def onnx_path_for(weights_sha256: str) -> Path:
-    return cache_dir() / "onnx" / f"recognizer-{weights_sha256[:16]}-v{EXPORT_VERSION}.onnx"
+def onnx_path_for(weights_sha256: str, kind: str = "recognizer", version: int = EXPORT_VERSION) -> Path:
+    """The cache file of a network's export, named after its weights' sha256 and its export version."""
+    return cache_dir() / "onnx" / f"{kind}-{weights_sha256[:16]}-v{version}.onnx"
 
 
 def fold_batch_norm(net: nn.Module) -> nn.Module:
@@ -164,14 +165,20 @@ def load_session(net, weights_sha256: str, threads: int | None = None, int8: boo
 
         return ensure_int8(net, weights_sha256)
 
+    return open_cached(export, lambda path: OnnxRecognizer(path, threads))
+
+
+def open_cached(export, open_session):
+    """open_session(export()), or None when export() gives no file; a cached file that does not load (damaged)
+    is deleted and exported again, once."""
     path = export()
     if path is None:
         return None
     try:
-        return OnnxRecognizer(path, threads)
+        return open_session(path)
     except Exception:  # onnxruntime raises its own types for a damaged file
         path.unlink(missing_ok=True)
-        return OnnxRecognizer(export(), threads)
+        return open_session(export())
 
 
 def runtime_available(int8: bool = False) -> bool:
