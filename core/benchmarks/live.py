@@ -2,9 +2,10 @@
 
 live_frame_ms: a tracked webcam stream, as demo/live.py runs it (decode + LiveSession.process: tracking
 (MediaPipe finds the face, the tracking mesh follows it: core/face/mesh_tracking.py), alignment, one
-recognizer pass, AUs, smoothing). photo_frame_ms: the photo pipeline
-(Recognizer.predict: detection, mesh on the face, alignment, recognizer with its mirror pass, AUs) on
-frames whose face is at a new place each time, so nothing can be tracked.
+recognizer pass, AUs, smoothing). untracked_frame_ms: the same webcam path on frames whose face is at a new
+place each time, so no frame can be followed from the last (the face is lost, found again by the short-range
+detector and fitted from its keypoints). photo_frame_ms: the photo pipeline (Recognizer.predict: full-range
+detection, MediaPipe's refined mesh on the face, alignment, recognizer, AUs) on those frames.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
             encode.append(t_encode)
     session.close()
     moving = moving_face_frames(count=max(8, frames // 4))
+    untracked, untracked_cpu = _untracked(recognizer, moving, frames // 2, warmup)
     photo, photo_cpu = [], []
     for i in range(warmup + frames // 2):
         faces, elapsed, cpu = _timed_cpu(recognizer.predict, moving[i % len(moving)])
@@ -90,9 +92,11 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
             photo_cpu.append(cpu)
     return {
         "live_frame_ms": stats(live),
+        "untracked_frame_ms": stats(untracked),
         "photo_frame_ms": stats(photo),
         # CPU time of the same frames: steadier than wall time on a loaded machine (no waiting for a core)
         "live_frame_cpu_ms": stats(live_cpu),
+        "untracked_frame_cpu_ms": stats(untracked_cpu),
         "photo_frame_cpu_ms": stats(photo_cpu),
         "draw_ms": stats(draw),
         "encode_ms": stats(encode),
@@ -104,6 +108,23 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
     }
+
+
+def _untracked(recognizer, moving: list[np.ndarray], frames: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU ms of the webcam path (decode + LiveSession.process) on frames whose face jumps every time."""
+    from core.face.images import load_image
+    from core.face.tracking import LiveSession
+
+    session = LiveSession(recognizer)
+    wall, cpu = [], []
+    for i in range(warmup + frames):
+        rgb, t_decode, c_decode = _timed_cpu(load_image, moving[i % len(moving)])
+        faces, t_process, c_process = _timed_cpu(session.process, rgb)
+        if i >= warmup:
+            wall.append(t_decode + t_process)
+            cpu.append(c_decode + c_process)
+    session.close()
+    return wall, cpu
 
 
 def _threads(recognizer) -> int:

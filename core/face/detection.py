@@ -28,7 +28,7 @@ class DetectedFace:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray  # float32 (478, 3), NaN when the mesh could not be fitted
     score: float
-    detector: str  # "mediapipe", "mtcnn", "mesh" (MediaPipe's video tracking) or "mesh-net" (the tracking mesh)
+    detector: str  # "mediapipe", "mtcnn", "mesh" (MediaPipe's video tracking) or "mesh-net" (the tracking mesh's fit)
     aus: np.ndarray | None = None  # AU intensities [17] read by the tracking mesh; else measured on the landmarks
 
     @property
@@ -51,8 +51,9 @@ class FaceDetector:
 
     mode="photo": full-range detector, then the mesh fitted on each face's crop; MTCNN when
     MediaPipe finds nothing. mode="video": faces of consecutive frames of one stream, no MTCNN; with
-    tracker="mesh-net" MediaPipe finds them and the tracking mesh follows them (core/face/mesh_tracking.py),
-    with tracker="mediapipe" MediaPipe's mesh tracks them on every frame (core/face/stream_detection.py).
+    tracker="mesh-net" MediaPipe's short-range detector finds them and the tracking mesh fits and follows them
+    (core/face/mesh_tracking.py), with tracker="mediapipe" MediaPipe's mesh tracks them on every frame
+    (core/face/stream_detection.py).
     mesh_from_detection (photo): the mesh starts from the detector's own detection (core/face/roi_mesh.py,
     1.7 ms a face faster) instead of the FaceMesh solution detecting the face again in the crop; off by
     default, as the AUs read on it followed a photo edit's lips less faithfully (docs/limits.md).

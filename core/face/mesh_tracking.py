@@ -1,14 +1,15 @@
-"""Faces of a video stream, followed by the tracking mesh between MediaPipe's looks.
+"""Faces of a video stream: found by MediaPipe's short-range detector, fitted and followed by the tracking mesh.
 
 MediaPipe's mesh in tracking mode (core/face/stream_detection.py) costs 5-7 ms a frame on a 2-core AVX2 host:
-more than the whole 5-ms live budget. Here MediaPipe finds the faces (the first frame, a face that entered, a
-face the net lost) and the tracking mesh (core/models/mesh_net.py) follows them: each face is cut out where
-the last frame's mesh put it, as the recognizer's 48-px grey crop, and the net re-fits the 478 points there
-(about 0.4 ms). A face the net no longer sees centred, or whose fit will not settle, sends the frame back to
-MediaPipe; so do two followed faces that overlap, and a change in the number of faces the short-range detector
-sees every CHECK_EVERY frames (a face entered or left). The AUs of every frame
-are the net's reading of the crop, MediaPipe's frames included, so a face's AU track does not jump when
-MediaPipe looks (`python -m core.bench tracking` measures them against MediaPipe's photo mesh).
+more than the whole 5-ms live budget, and its graph detects again whenever a face moved out of its last box.
+Here the tracking mesh (core/models/mesh_net.py) does all the fitting: each face is cut out where the last
+frame's mesh put it, as the recognizer's 48-px grey crop, and the net re-fits the 478 points there (about
+0.7 ms). A face the net no longer sees centred, or whose fit will not settle, is dropped. The short-range
+detector looks on the first frame, on any frame that lost a face or has none, and every CHECK_EVERY frames
+(a face entered); a face it finds that nobody follows starts from its four keypoints (eyes, nose tip, mouth)
+placed on the net's mean shape, and the net's refits pull that rough crop onto the face. The AUs of every frame
+are the net's reading of the crop, so a face's AU track does not jump when the detector looks
+(`python -m core.bench tracking` measures them against MediaPipe's photo mesh).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from core.face.alignment import (
     alignment_matrix,
     similarity_transform,
 )
-from core.face.detection import DetectedFace, box_of
-from core.face.stream_detection import CHECK_EVERY, StreamDetector
+from core.face.detection import DetectedFace, box_of, quiet_mediapipe
+from core.face.stream_detection import CHECK_EVERY
 from core.labels import AUS
 
 MIN_PRESENT = 0.5  # the net's probability that a face is still centred in its crop, below which it is lost
@@ -34,6 +35,12 @@ MIN_PRESENT = 0.5  # the net's probability that a face is still centred in its c
 # face lost.
 SETTLE_PX = 2.0
 MAX_REFITS = 3
+# A face the net gives less than this on a pass is gone (a jump, a cut): not refitted. On `core.bench tracking`'s
+# fast clip every face recovered by a refit had at least 0.37 on its first pass.
+GONE = 0.05
+# The mesh points at the short-range detector's first four keypoints (right eye, left eye, nose tip, mouth centre;
+# its ear points move with the head's turn): each the mean of these mesh points.
+KEYPOINT_MESH_POINTS = ((33, 133), (362, 263), (1,), (13, 14))
 
 
 def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int = MAX_REFITS
@@ -50,18 +57,22 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
         fitted, present, aus = runtime.run(crops)
         meshes = [to_image(points, m) for points, m in zip(fitted, matrices)]
         unsettled = np.array([_realignment(points, template) > SETTLE_PX for points in fitted])
-        if not unsettled.any():
+        if not (unsettled & (present >= GONE)).any():
             break
     # a fit still moving after the last pass is not trusted: the face counts as lost (MediaPipe looks again)
     return meshes, np.where(unsettled, 0.0, present).astype(np.float32), aus
 
 
-def _overlapping(meshes: list[np.ndarray], limit: float = 0.5) -> bool:
-    """Two followed faces whose boxes overlap by more than `limit` (IoU): one face followed twice."""
+def _distinct(faces: list[tuple[np.ndarray, np.ndarray]], limit: float = 0.5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(mesh, AUs) pairs without a face followed twice: a later mesh whose box overlaps an earlier one's by more
+    than `limit` (IoU) is dropped."""
     from core.face.tracking import iou
 
-    boxes = [box_of(mesh) for mesh in meshes]
-    return any(iou(a, b) > limit for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    for mesh, aus in faces:
+        if all(iou(box_of(mesh), box_of(other)) <= limit for other, _ in kept):
+            kept.append((mesh, aus))
+    return kept
 
 
 def _realignment(points: np.ndarray, template: np.ndarray) -> float:
@@ -86,44 +97,67 @@ def to_image(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def _inside(point: np.ndarray, box) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
 class TrackingMeshDetector:
     """detect(rgb) of consecutive frames of one stream, largest face first (not thread-safe: FaceDetector locks)."""
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None):
+        quiet_mediapipe()
+        import mediapipe as mp
+
         from core import get_mesh_runtime
+        from core.face.mp_graph import lean
 
         self.max_faces = max_faces
-        self._stream = StreamDetector(max_faces, min_confidence)
+        self._finder = lean(mp.solutions.face_detection.FaceDetection, model_selection=0,
+                            min_detection_confidence=min_confidence)
         self._runtime = runtime or get_mesh_runtime()
+        self._mean_shape = self._runtime.mean_shape
+        self._keypoints = np.array([self._mean_shape[list(points), :2].mean(axis=0) for points in KEYPOINT_MESH_POINTS],
+                                   np.float64)
         self._meshes: list[np.ndarray] = []
         self._frame = 0
 
     def close(self) -> None:
-        self._stream.close()
-
-    def _faces_seen(self, rgb: np.ndarray) -> int | None:
-        """How many faces the short-range detector sees, every CHECK_EVERY frames (None on the others)."""
-        finder = self._stream.finder
-        if finder is None or self._frame % CHECK_EVERY:
-            return None
-        return len(finder.run({"image": rgb})["detections"])
+        if self._finder is not None:
+            self._finder.close()
+        self._finder = None
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         self._frame += 1
-        seen = self._faces_seen(rgb) if self._meshes else None
-        if seen is not None and seen > len(self._meshes) and len(self._meshes) < self.max_faces:
-            self._stream.expect_more_faces()  # a face entered: MediaPipe's multi-face graph takes this frame
-        elif self._meshes and seen in (None, len(self._meshes)):  # (fewer seen: one may have left; MediaPipe decides)
+        faces: list[tuple[np.ndarray, np.ndarray]] = []
+        if self._meshes:
             meshes, present, aus = follow(self._runtime, rgb, self._meshes)
-            if (present >= MIN_PRESENT).all() and not _overlapping(meshes):
-                self._meshes = meshes
-                faces = [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in zip(meshes, aus)]
-                return sorted(faces, key=lambda f: f.area, reverse=True)
-        found = self._stream.detect(rgb)  # first frame, a new face or a lost one: MediaPipe on this frame
-        self._meshes = [face.landmarks for face in found]
-        if found:  # the AUs of every frame from one reader: no jump in a face's AU track when MediaPipe looks
-            _, _, aus = follow(self._runtime, rgb, self._meshes)
-            for face, read in zip(found, aus):
-                face.aus = read
-        return found
+            faces = [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
+        if not faces or len(faces) < len(self._meshes) or self._frame % CHECK_EVERY == 0:
+            faces += self._find(rgb, faces)
+        faces = _distinct(faces)[: self.max_faces]
+        self._meshes = [mesh for mesh, _ in faces]
+        found = [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in faces]
+        return sorted(found, key=lambda f: f.area, reverse=True)
 
+    def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's
+        keypoints; those the net does not see centred (or whose fit will not settle) are left out."""
+        from mediapipe.framework.formats.detection_pb2 import Detection
+
+        from core.face.alignment import similarity_transform
+        from core.face.mp_graph import parse
+
+        h, w = rgb.shape[:2]
+        boxes = [box_of(mesh) for mesh, _ in followed]
+        seeds = []
+        for detection in parse(self._finder.run({"image": rgb})["detections"], Detection):
+            points = detection.location_data.relative_keypoints
+            keypoints = np.array([(p.x * w, p.y * h) for p in points[: len(KEYPOINT_MESH_POINTS)]], np.float64)
+            if len(keypoints) < len(KEYPOINT_MESH_POINTS) or any(_inside(keypoints[2], box) for box in boxes):
+                continue  # (a face already followed: its nose tip is inside that face's box)
+            seeds.append(to_image(self._mean_shape, similarity_transform(keypoints, self._keypoints)))
+        seeds = seeds[: max(0, self.max_faces - len(followed))]
+        if not seeds:
+            return []
+        meshes, present, aus = follow(self._runtime, rgb, seeds)
+        return [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]

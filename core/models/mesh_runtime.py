@@ -64,6 +64,11 @@ class MeshRuntime:
         net, _ = load_mesh_net(name=None if path else "mesh_net", path=path)
         return cls(net, sha256_of(path) if path else REGISTRY["mesh_net"].sha256, onnx)
 
+    @property
+    def mean_shape(self) -> np.ndarray:
+        """float32 [478, 3]: the training meshes' mean in crop pixels, where the net's fits start from."""
+        return self.net.mean_shape.numpy().astype(np.float32)
+
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 crops [N, S, S] -> float32 (mesh [N, 478, 3] in crop pixels, presence probability [N], AUs [N, 17])."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
