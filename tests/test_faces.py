@@ -301,3 +301,44 @@ def test_a_bad_thread_count_is_a_clear_error(monkeypatch):
     assert inference_threads() == 2
     with pytest.raises(ValueError, match="at least one thread"):
         lean(mp.solutions.face_detection.FaceDetection, 0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("selection", [0, 1])
+def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_hopper, selection):
+    """The same model file run outside MediaPipe: boxes, keypoints and scores as its graph gives them, on a photo,
+    a webcam frame with the face off-centre, small faces side by side and a blank frame."""
+    import mediapipe as mp
+    from mediapipe.framework.formats.detection_pb2 import Detection
+
+    from core.face.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
+    from core.face.mp_graph import lean, parse
+
+    photo = np.asarray(Image.open(grace_hopper).convert("RGB"))
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[220:460, 330:611] = np.asarray(Image.fromarray(photo).resize((281, 240)))
+    group = np.full((480, 640, 3), 90, np.uint8)
+    small = np.asarray(Image.fromarray(photo).resize((141, 120)))
+    for k in range(4):
+        group[150:270, 20 + 150 * k : 161 + 150 * k] = small
+    graph = lean(mp.solutions.face_detection.FaceDetection, model_selection=selection)
+    ours = BlazeFace(FULL_RANGE if selection else SHORT_RANGE)
+    try:
+        for rgb in (photo, frame, group, np.full_like(frame, 90)):
+            h, w = rgb.shape[:2]
+            theirs = sorted(parse(graph.run({"image": rgb})["detections"], Detection), key=lambda d: -d.score[0])
+            found = ours.detect(rgb)
+            assert len(found) == len(theirs)
+            for mine, their in zip(found, theirs):
+                data = their.location_data
+                box = data.relative_bounding_box
+                side = box.width * w
+                expected = (box.xmin * w, box.ymin * h, (box.xmin + box.width) * w, (box.ymin + box.height) * h)
+                assert np.abs(np.array(mine.box) - expected).max() < 0.01 * side
+                keypoints = np.array([(p.x * w, p.y * h) for p in data.relative_keypoints])
+                assert np.abs(mine.keypoints - keypoints).max() < 0.01 * side
+                assert abs(mine.score - their.score[0]) < 0.01
+        assert len(ours.detect(group)) >= (2 if selection else 0)  # (small faces are the full-range model's)
+    finally:
+        graph.close()
+        ours.close()

@@ -1,4 +1,5 @@
-"""Faces of a video stream: found by MediaPipe's short-range detector, fitted and followed by the tracking mesh.
+"""Faces of a video stream: found by MediaPipe's short-range detector (on LiteRT, core/face/blazeface.py), fitted
+and followed by the tracking mesh.
 
 MediaPipe's mesh in tracking mode (core/face/stream_detection.py) costs 5-7 ms a frame on a 2-core AVX2 host:
 more than the whole 5-ms live budget, and its graph detects again whenever a face moved out of its last box.
@@ -24,7 +25,7 @@ from core.face.alignment import (
     alignment_matrix,
     similarity_transform,
 )
-from core.face.detection import DetectedFace, box_of, quiet_mediapipe
+from core.face.detection import DetectedFace, box_of
 from core.face.stream_detection import CHECK_EVERY
 from core.labels import AUS
 
@@ -35,18 +36,23 @@ MIN_PRESENT = 0.5  # the net's probability that a face is still centred in its c
 # face lost.
 SETTLE_PX = 2.0
 MAX_REFITS = 3
-# A face the net gives less than this on a pass is gone (a jump, a cut): not refitted. On `core.bench tracking`'s
-# fast clip every face recovered by a refit had at least 0.37 on its first pass.
+# A followed face the net gives less than this on a pass is gone (a jump, a cut): not refitted. On `core.bench
+# tracking`'s fast clip every followed face recovered by a refit had at least 0.37 on its first pass.
 GONE = 0.05
+# A face the detector just found starts from its keypoints, up to 9 crop pixels off on a quickly turning head
+# (p90, against where the net settles; the net trained on up to 7): it may take more passes, whatever the first
+# pass says, to settle.
+SEED_REFITS = 2 * MAX_REFITS
 # The mesh points at the short-range detector's first four keypoints (right eye, left eye, nose tip, mouth centre;
 # its ear points move with the head's turn): each the mean of these mesh points.
 KEYPOINT_MESH_POINTS = ((33, 133), (362, 263), (1,), (13, 14))
 
 
-def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int = MAX_REFITS
+def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int = MAX_REFITS, gone: float = GONE
            ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Each mesh [478, 3] (image pixels) re-fitted on this frame; the net's presence probabilities [N] and
-    AUs [N, 17] (read from the crop, not measured on the fitted mesh: they would carry all its points' errors)."""
+    AUs [N, 17] (read from the crop, not measured on the fitted mesh: they would carry all its points' errors).
+    A face given less than `gone` on a pass is not refitted."""
     size = runtime.input_size
     template = FER_TEMPLATE.astype(np.float64) * (size / FER_TEMPLATE_SIZE)
     for _ in range(max(1, max_refits)):
@@ -57,7 +63,7 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
         fitted, present, aus = runtime.run(crops)
         meshes = [to_image(points, m) for points, m in zip(fitted, matrices)]
         unsettled = np.array([_realignment(points, template) > SETTLE_PX for points in fitted])
-        if not (unsettled & (present >= GONE)).any():
+        if not (unsettled & (present >= gone)).any():
             break
     # a fit still moving after the last pass is not trusted: the face counts as lost (MediaPipe looks again)
     return meshes, np.where(unsettled, 0.0, present).astype(np.float32), aus
@@ -105,15 +111,11 @@ class TrackingMeshDetector:
     """detect(rgb) of consecutive frames of one stream, largest face first (not thread-safe: FaceDetector locks)."""
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None):
-        quiet_mediapipe()
-        import mediapipe as mp
-
         from core import get_mesh_runtime
-        from core.face.mp_graph import lean
+        from core.face.blazeface import BlazeFace
 
         self.max_faces = max_faces
-        self._finder = lean(mp.solutions.face_detection.FaceDetection, model_selection=0,
-                            min_detection_confidence=min_confidence)
+        self._finder = BlazeFace(min_confidence=min_confidence)
         self._runtime = runtime or get_mesh_runtime()
         self._mean_shape = self._runtime.mean_shape
         self._keypoints = np.array([self._mean_shape[list(points), :2].mean(axis=0) for points in KEYPOINT_MESH_POINTS],
@@ -142,22 +144,17 @@ class TrackingMeshDetector:
     def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's
         keypoints; those the net does not see centred (or whose fit will not settle) are left out."""
-        from mediapipe.framework.formats.detection_pb2 import Detection
-
         from core.face.alignment import similarity_transform
-        from core.face.mp_graph import parse
 
-        h, w = rgb.shape[:2]
         boxes = [box_of(mesh) for mesh, _ in followed]
         seeds = []
-        for detection in parse(self._finder.run({"image": rgb})["detections"], Detection):
-            points = detection.location_data.relative_keypoints
-            keypoints = np.array([(p.x * w, p.y * h) for p in points[: len(KEYPOINT_MESH_POINTS)]], np.float64)
-            if len(keypoints) < len(KEYPOINT_MESH_POINTS) or any(_inside(keypoints[2], box) for box in boxes):
+        for detection in self._finder.detect(rgb):
+            keypoints = detection.keypoints[: len(KEYPOINT_MESH_POINTS)]
+            if any(_inside(keypoints[2], box) for box in boxes):
                 continue  # (a face already followed: its nose tip is inside that face's box)
             seeds.append(to_image(self._mean_shape, similarity_transform(keypoints, self._keypoints)))
         seeds = seeds[: max(0, self.max_faces - len(followed))]
         if not seeds:
             return []
-        meshes, present, aus = follow(self._runtime, rgb, seeds)
+        meshes, present, aus = follow(self._runtime, rgb, seeds, SEED_REFITS, gone=0.0)
         return [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
