@@ -53,6 +53,11 @@ def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
     finder = lean(mp.solutions.face_detection.FaceDetection, model_selection=0)
     out["short_range_detector_ms"] = _median_ms(lambda: finder.run({"image": frame}), repeats)
     finder.close()
+    from core.face.blazeface import BlazeFace  # the same model on LiteRT: the live tracker's finder
+
+    litert = BlazeFace()
+    out["litert_short_range_detector_ms"] = _median_ms(lambda: litert.detect(frame), repeats)
+    litert.close()
     return {**out, **_tracking_mesh_options(frame, repeats)}
 
 

@@ -1,11 +1,13 @@
-"""MediaPipe's face detectors (BlazeFace, short and full range), run on LiteRT rather than inside MediaPipe graphs.
+"""MediaPipe's short-range face detector (BlazeFace), run on LiteRT rather than inside a MediaPipe graph.
 
-The same .tflite files the mediapipe wheel ships, with the steps around them done here as its
-face_detection_{short,full}_range graphs do them (their options, read from those graphs, are SHORT_RANGE and
-FULL_RANGE): the image letterboxed to the model's square input in [-1, 1], SSD anchors, boxes and six keypoints
-decoded, sigmoid scores, weighted non-maximum suppression. On the AVX2-only 2-core host MediaPipe's graphs took
-3.0-3.7 ms (short range) and 9-11 ms (full range) a 640x480 frame where LiteRT runs the same models in 1.2 and
-4.2 ms (`python -m core.bench live-options`); the detections agree with the graphs' (tests/test_faces.py).
+The same .tflite file the mediapipe wheel ships, with the steps around it done here as its
+face_detection_short_range graph does them (its options, read from that graph, are SHORT_RANGE): the image
+letterboxed to the model's square input in [-1, 1], SSD anchors, boxes and six keypoints decoded, sigmoid
+scores, weighted non-maximum suppression. On the AVX2-only 2-core host MediaPipe's graph took 3.1-3.9 ms a
+640x480 frame where this takes 1.7 (`python -m core.bench live-options`); the detections agree with the graph's
+(tests/test_faces.py). The full-range model runs the same way (its options: input 192, one anchor a cell of
+stride 4, threshold 0.6; 5.7 against 11 ms), but the photo pipeline's mesh, whose crop follows the detection's
+box, moved by up to 2.5 px with it, so the photo path keeps MediaPipe's graphs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ class BlazeFaceModel:
 
 
 SHORT_RANGE = BlazeFaceModel("face_detection_short_range.tflite", 128, ((8, 2), (16, 6)), 0.5)  # 896 anchors
-FULL_RANGE = BlazeFaceModel("face_detection_full_range_sparse.tflite", 192, ((4, 1),), 0.6)  # 2,304 anchors
 NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3
@@ -76,7 +77,7 @@ class BlazeFace:
         self._interpreter = Interpreter(model_path=str(model_path(model)), num_threads=threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]["index"]
-        # (the two models name their outputs differently: boxes and keypoints are the 16 values a row)
+        # (models name their outputs differently: boxes and keypoints are the 16 values a row)
         outputs = {int(o["shape"][-1]): o["index"] for o in self._interpreter.get_output_details()}
         self._boxes, self._scores = outputs[4 + 2 * NUM_KEYPOINTS], outputs[1]
         self._tensor = np.empty((1, model.input, model.input, 3), np.float32)
