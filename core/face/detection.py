@@ -82,11 +82,11 @@ class FaceDetector:
     def _graphs(self):
         if self._mesh is None:
             quiet_mediapipe()
-            import mediapipe as mp
-
-            from core.face.mp_graph import lean
-
             if self.mode == "photo":
+                import mediapipe as mp
+
+                from core.face.mp_graph import lean
+
                 # Full range first (group photos, small faces), short range for close-ups it misses.
                 detection = mp.solutions.face_detection.FaceDetection
                 self._detector = lean(detection, model_selection=1, min_detection_confidence=self.min_confidence)
