@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class BlazeFaceModel:
     file: str  # in mediapipe/modules/face_detection/
