@@ -333,10 +333,10 @@ def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_h
                 box = data.relative_bounding_box
                 side = box.width * w
                 expected = (box.xmin * w, box.ymin * h, (box.xmin + box.width) * w, (box.ymin + box.height) * h)
-                assert np.abs(np.array(mine.box) - expected).max() < 0.01 * side
+                assert np.abs(np.array(mine.box) - expected).max() < 0.002 * side
                 keypoints = np.array([(p.x * w, p.y * h) for p in data.relative_keypoints])
-                assert np.abs(mine.keypoints - keypoints).max() < 0.01 * side
-                assert abs(mine.score - their.score[0]) < 0.01
+                assert np.abs(mine.keypoints - keypoints).max() < 0.002 * side
+                assert abs(mine.score - their.score[0]) < 0.002
         assert len(ours.detect(frame)) == 1 and len(ours.detect(group)) == 2
     finally:
         graph.close()

@@ -1,10 +1,10 @@
 """Live and photo pipeline benchmarks on 640x480 frames with one real face.
 
 live_frame_ms: a tracked webcam stream, as demo/live.py runs it (decode + LiveSession.process: tracking
-(MediaPipe finds the face, the tracking mesh follows it: core/face/mesh_tracking.py), alignment, one
+(the short-range detector finds the face, the tracking mesh fits and follows it: core/face/mesh_tracking.py), alignment, one
 recognizer pass, AUs, smoothing). untracked_frame_ms: the same webcam path on frames whose face is at a new
-place each time, so no frame can be followed from the last (the face is lost, found again by the short-range
-detector and fitted from its keypoints). photo_frame_ms: the photo pipeline (Recognizer.predict: full-range
+place each time (the face is lost and found again by the short-range detector, which seeds the net's fit
+with its keypoints, on most frames; a face landing near its last place may be followed instead). photo_frame_ms: the photo pipeline (Recognizer.predict: full-range
 detection, MediaPipe's refined mesh on the face, alignment, recognizer, AUs) on those frames.
 """
 

@@ -62,7 +62,7 @@ def _mesh_options(frame: np.ndarray, repeats: int) -> dict:
 
 
 def _tracking_mesh_options(frame: np.ndarray, repeats: int) -> dict:
-    """The tracking mesh that replaces the mesh graph between MediaPipe's looks (core/face/mesh_tracking.py):
+    """The tracking mesh that replaces MediaPipe's mesh graph on a stream (core/face/mesh_tracking.py):
     one refit of a still face (crop, net, points back to the frame) and the net alone, on ONNX Runtime and torch."""
     from core.face.detection import FaceDetector
     from core.face.mesh_tracking import follow

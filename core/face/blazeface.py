@@ -4,8 +4,8 @@ The same .tflite file the mediapipe wheel ships, with the steps around it done h
 face_detection_short_range graph does them (its options, read from that graph, are SHORT_RANGE): the image
 letterboxed to the model's square input in [-1, 1], SSD anchors, boxes and six keypoints decoded, sigmoid
 scores, weighted non-maximum suppression. On the AVX2-only 2-core host MediaPipe's graph took 3.1-3.9 ms a
-640x480 frame where this takes 1.7 (`python -m core.bench live-options`); the detections agree with the graph's
-(tests/test_faces.py). The full-range model runs the same way (its options: input 192, one anchor a cell of
+640x480 frame where this takes 1.7-2.1 (`python -m core.bench live-options`); the detections agree with the
+graph's (tests/test_faces.py). The full-range model runs the same way (its options: input 192, one anchor a cell of
 stride 4, threshold 0.6; 5.7 against 11 ms), but the photo pipeline's mesh, whose crop follows the detection's
 box, moved by up to 2.5 px with it, so the photo path keeps MediaPipe's graphs.
 """
@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+
+from core.face.detection import iou
 
 
 @dataclass(frozen=True)
@@ -119,20 +121,12 @@ class BlazeFace:
         self._interpreter = None
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lo = np.maximum(box[:2], boxes[:, :2])
-    hi = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
-
-
 def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, points: np.ndarray):
     """(score, box [4], keypoints [6, 2]) a face: each cluster of overlapping candidates (IoU > NMS_IOU with its
     best) averaged by score, with its best's score, as MediaPipe's WEIGHTED non-maximum suppression does."""
     order = np.argsort(-scores, kind="stable")
     while order.size:
-        overlap = _iou(boxes[order[0]], boxes[order]) > NMS_IOU
+        overlap = iou(boxes[order[0]], boxes[order]) > NMS_IOU
         cluster = order[overlap]
         weights = scores[cluster] / scores[cluster].sum()
         yield (float(scores[order[0]]), weights @ boxes[cluster],

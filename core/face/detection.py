@@ -237,6 +237,14 @@ def box_of(points: np.ndarray) -> tuple[float, float, float, float]:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
 
 
+def iou(a, b):
+    """Intersection over union of box a (x0, y0, x1, y1) with box b, or with each row of boxes b [N, 4]."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    inter = np.prod(np.clip(np.minimum(a[2:], b[..., 2:]) - np.maximum(a[:2], b[..., :2]), 0, None), axis=-1)
+    union = _area(a) + np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def _clip_box(box, w: int, h: int) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = box
     return (float(max(0, x0)), float(max(0, y0)), float(min(w, x1)), float(min(h, y1)))

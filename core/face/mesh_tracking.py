@@ -25,7 +25,7 @@ from core.face.alignment import (
     alignment_matrix,
     similarity_transform,
 )
-from core.face.detection import DetectedFace, box_of
+from core.face.detection import DetectedFace, box_of, iou
 from core.face.stream_detection import CHECK_EVERY
 from core.labels import AUS
 
@@ -36,8 +36,8 @@ MIN_PRESENT = 0.5  # the net's probability that a face is still centred in its c
 # face lost.
 SETTLE_PX = 2.0
 MAX_REFITS = 3
-# A followed face the net gives less than this on a pass is gone (a jump, a cut): not refitted. On `core.bench
-# tracking`'s fast clip every followed face recovered by a refit had at least 0.37 on its first pass.
+# A followed face the net gives less than this on a pass is gone (a jump, a cut): no further pass for it. On
+# `core.bench tracking`'s fast clip every followed face recovered by a refit had at least 0.37 on its first pass.
 GONE = 0.05
 # A face the detector just found starts from its keypoints, up to 9 crop pixels off on a quickly turning head
 # (p90, against where the net settles; the net trained on up to 7): it may take more passes, whatever the first
@@ -52,28 +52,34 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
            ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Each mesh [478, 3] (image pixels) re-fitted on this frame; the net's presence probabilities [N] and
     AUs [N, 17] (read from the crop, not measured on the fitted mesh: they would carry all its points' errors).
-    A face given less than `gone` on a pass is not refitted."""
+    Each face is refitted while its fit still moves, up to max_refits passes, unless the net gave it under
+    `gone`; a fit still moving after its last pass, or a mesh collapsed into a point or a line, is a face lost
+    (presence 0)."""
     size = runtime.input_size
     template = FER_TEMPLATE.astype(np.float64) * (size / FER_TEMPLATE_SIZE)
+    meshes = list(meshes)
+    present = np.zeros(len(meshes), np.float32)
+    aus = np.full((len(meshes), len(AUS)), np.nan, np.float32)
+    unsettled = np.zeros(len(meshes), bool)
+    todo = list(range(len(meshes)))
     for _ in range(max(1, max_refits)):
-        matrices = [alignment_matrix(mesh, size) for mesh in meshes]
-        if not all(_usable(m) for m in matrices):  # a mesh fitted into a point or a line: the face is lost
-            return meshes, np.zeros(len(meshes), np.float32), np.full((len(meshes), len(AUS)), np.nan, np.float32)
-        crops = np.stack([aligned_grey(rgb, m, size) for m in matrices])
-        fitted, present, aus = runtime.run(crops)
-        meshes = [to_image(points, m) for points, m in zip(fitted, matrices)]
-        unsettled = np.array([_realignment(points, template) > SETTLE_PX for points in fitted])
-        if not (unsettled & (present >= gone)).any():
+        matrices = {i: alignment_matrix(meshes[i], size) for i in todo}
+        todo = [i for i in todo if _usable(matrices[i])]
+        if not todo:
             break
-    # a fit still moving after the last pass is not trusted: the face counts as lost (MediaPipe looks again)
+        fitted, p, a = runtime.run(np.stack([aligned_grey(rgb, matrices[i], size) for i in todo]))
+        for k, i in enumerate(todo):
+            meshes[i], present[i], aus[i] = to_image(fitted[k], matrices[i]), p[k], a[k]
+            unsettled[i] = _realignment(fitted[k], template) > SETTLE_PX
+        todo = [i for i in todo if unsettled[i] and present[i] >= gone]
+        if not todo:
+            break
     return meshes, np.where(unsettled, 0.0, present).astype(np.float32), aus
 
 
 def _distinct(faces: list[tuple[np.ndarray, np.ndarray]], limit: float = 0.5) -> list[tuple[np.ndarray, np.ndarray]]:
     """(mesh, AUs) pairs without a face followed twice: a later mesh whose box overlaps an earlier one's by more
     than `limit` (IoU) is dropped."""
-    from core.face.tracking import iou
-
     kept: list[tuple[np.ndarray, np.ndarray]] = []
     for mesh, aus in faces:
         if all(iou(box_of(mesh), box_of(other)) <= limit for other, _ in kept):
@@ -110,12 +116,12 @@ def _inside(point: np.ndarray, box) -> bool:
 class TrackingMeshDetector:
     """detect(rgb) of consecutive frames of one stream, largest face first (not thread-safe: FaceDetector locks)."""
 
-    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None):
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None, finder=None):
         from core import get_mesh_runtime
         from core.face.blazeface import BlazeFace
 
         self.max_faces = max_faces
-        self._finder = BlazeFace(min_confidence=min_confidence)
+        self._finder = finder or BlazeFace(min_confidence=min_confidence)
         self._runtime = runtime or get_mesh_runtime()
         self._mean_shape = self._runtime.mean_shape
         self._keypoints = np.array([self._mean_shape[list(points), :2].mean(axis=0) for points in KEYPOINT_MESH_POINTS],
@@ -134,7 +140,8 @@ class TrackingMeshDetector:
         if self._meshes:
             meshes, present, aus = follow(self._runtime, rgb, self._meshes)
             faces = [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
-        if not faces or len(faces) < len(self._meshes) or self._frame % CHECK_EVERY == 0:
+        look = self._frame % CHECK_EVERY == 0 and len(faces) < self.max_faces  # (for a newcomer)
+        if not faces or len(faces) < len(self._meshes) or look:
             faces += self._find(rgb, faces)
         faces = _distinct(faces)[: self.max_faces]
         self._meshes = [mesh for mesh, _ in faces]
@@ -144,8 +151,6 @@ class TrackingMeshDetector:
     def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's
         keypoints; those the net does not see centred (or whose fit will not settle) are left out."""
-        from core.face.alignment import similarity_transform
-
         boxes = [box_of(mesh) for mesh, _ in followed]
         seeds = []
         for detection in self._finder.detect(rgb):
@@ -153,8 +158,8 @@ class TrackingMeshDetector:
             if any(_inside(keypoints[2], box) for box in boxes):
                 continue  # (a face already followed: its nose tip is inside that face's box)
             seeds.append(to_image(self._mean_shape, similarity_transform(keypoints, self._keypoints)))
-        seeds = seeds[: max(0, self.max_faces - len(followed))]
         if not seeds:
             return []
         meshes, present, aus = follow(self._runtime, rgb, seeds, SEED_REFITS, gone=0.0)
-        return [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
+        found = [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
+        return found[: max(0, self.max_faces - len(followed))]

@@ -2,7 +2,8 @@
 
 A mesh graph built for k faces runs its face detector on every frame while it tracks fewer than k (5.8 ms
 a 640x480 frame with one face and k = 4, 3.3 ms with k = 1, docs/limits.md). So the stream is tracked by a
-one-face graph, and a short-range detector (1.7 ms) looks for more faces every CHECK_EVERY frames; when it
+one-face graph, and a short-range detector (`core.bench live-options` short_range_detector_ms) looks for more
+faces every CHECK_EVERY frames; when it
 sees several, the multi-face graph takes over until one face is left. Frames are not downscaled: the mesh
 crops and resizes the face itself, and a half-size frame measured no faster (3.8 vs 3.3 ms).
 """
@@ -46,16 +47,6 @@ class StreamDetector:
             if graph is not None:
                 graph.close()
         self._single = self._multi = self._finder = None
-
-    @property
-    def finder(self):
-        """The short-range detector that looks for more faces (None for a one-face stream)."""
-        return self._finder
-
-    def expect_more_faces(self) -> None:
-        """Someone else's detector saw more faces than are tracked: the next frames go to the multi-face graph."""
-        if self._multi is not None:
-            self._use_multi, self._lonely = True, 0
 
     def _choose_graph(self, image: np.ndarray) -> None:
         if self._multi is None or self._use_multi or self._frame % CHECK_EVERY:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.face.detection import iou
 from core.labels import EXPRESSIONS
 
 # One recognizer pass per face: the mirror-image average is worth 0.1 point of FER+ test accuracy
@@ -32,14 +33,6 @@ class _Track:
     box: tuple[float, float, float, float]
     probs: np.ndarray
     last_seen: float
-
-
-def iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
