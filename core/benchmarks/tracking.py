@@ -7,6 +7,7 @@ grace_hopper.jpg re-expressed (neutral -> happiness -> neutral -> surprise, phot
 tracker must follow the face's own movement, not only the head's. Every frame is also read by the photo
 pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to;
 MediaPipe's AUs on the 48-px crop the tracking mesh reads show how much of its AU error that size costs.
+first_frames: 600 FER+ test faces, each on a new stream's first frame, as both trackers report them.
 """
 
 from __future__ import annotations
@@ -167,11 +168,36 @@ def crop_ceiling(frames: list[np.ndarray], reference: list) -> dict:
             "found": round(float(np.isfinite(aus).all(axis=1).mean()), 4)}
 
 
+def first_frames(data: str, faces: int = 600) -> dict:
+    """FER+ test faces (4x upscaled) each alone on a new stream's first frame: how many each tracker reports, so
+    a face the tracking mesh will not fit from the detector's keypoints (where MediaPipe's mesh would have) shows."""
+    from core.face.blazeface import BlazeFace
+    from core.face.mesh_tracking import TrackingMeshDetector
+    from core.face.stream_detection import StreamDetector
+    from core.training.data import load_split
+
+    test = load_split(data, "test")
+    pick = np.random.default_rng(3).choice(len(test.images), faces, replace=False)
+    finder = BlazeFace()
+    found = {"detector": [], "mesh-net": [], "mediapipe": []}
+    for k, index in enumerate(pick):
+        big = np.repeat(np.kron(test.images[index], np.ones((4, 4), np.uint8))[:, :, None], 3, axis=2)
+        rgb = _place(big, k * 0.37, speed_px_s=60.0)
+        found["detector"].append(bool(finder.detect(rgb)))
+        for name, make in (("mesh-net", TrackingMeshDetector), ("mediapipe", StreamDetector)):
+            tracker = make(max_faces=1)
+            found[name].append(bool(tracker.detect(rgb)))
+            tracker.close()
+    net, mp = np.array(found["mesh-net"]), np.array(found["mediapipe"])
+    return {"faces": faces, **{name: int(sum(v)) for name, v in found.items()},
+            "mesh-net_only": int((net & ~mp).sum()), "mediapipe_only": int((mp & ~net).sum())}
+
+
 def bench_tracking(data: str) -> dict:
     from core import get_recognizer
 
     recognizer = get_recognizer()
-    out = {}
+    out = {"first_frames": first_frames(data)}
     for name, frames in clips(data).items():
         reference = [recognizer.predict(rgb) for rgb in frames]
         out[name] = {tracker: compare(frames, tracker, reference, recognizer) for tracker in ("mesh-net", "mediapipe")}
