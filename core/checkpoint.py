@@ -65,19 +65,29 @@ def load_state(net: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> 
 
 # ---------------------------------------------------------------- recognizer (and the AU regressor, same network)
 
-def export_recognizer(path: str | Path, net: RecognizerNet, extra: dict | None = None, kind: str = "recognizer") -> None:
-    """Inference weights: the (EMA) net in float32 with its config and format version."""
+def export_net(path: str | Path, net: nn.Module, kind: str, extra: dict | None = None) -> None:
+    """Inference weights of one network: its state in float32 with its config, kind and format version."""
     metadata = {"kind": kind, "version": FORMAT_VERSION, "config": net.config.to_dict(), **(extra or {})}
     save_safetensors(path, net.state_dict(), metadata)
+
+
+def load_net(kind: str, net_class, config_class, name: str | None = None, path: str | Path | None = None
+             ) -> tuple[nn.Module, dict]:
+    """The network saved by export_net (built from its stored config), and the rest of its metadata."""
+    tensors, metadata = read_checkpoint(kind, name, path)
+    where = str(path) if path is not None else (name or kind)
+    return load_state(net_class(config_of(config_class, metadata, where)), tensors, where), metadata
+
+
+def export_recognizer(path: str | Path, net: RecognizerNet, extra: dict | None = None, kind: str = "recognizer") -> None:
+    """Inference weights: the (EMA) net in float32 with its config and format version."""
+    export_net(path, net, kind, extra)
 
 
 def load_recognizer(name: str | None = None, path: str | Path | None = None, kind: str = "recognizer"
                     ) -> tuple[RecognizerNet, dict]:
     """The network saved by export_recognizer, and the rest of its metadata."""
-    tensors, metadata = read_checkpoint(kind, name, path)
-    where = str(path) if path is not None else (name or kind)
-    net = RecognizerNet(config_of(RecognizerConfig, metadata, where))
-    return load_state(net, tensors, where), metadata
+    return load_net(kind, RecognizerNet, RecognizerConfig, name, path)
 
 
 # ---------------------------------------------------------------- generator
@@ -109,15 +119,12 @@ def load_generator(name: str | None = None, path: str | Path | None = None
 
 def export_mesh_net(path: str | Path, net, extra: dict | None = None) -> None:
     """Inference weights of the tracking mesh (core/models/mesh_net.py), with its config."""
-    metadata = {"kind": "mesh_net", "version": FORMAT_VERSION, "config": net.config.to_dict(), **(extra or {})}
-    save_safetensors(path, net.state_dict(), metadata)
+    export_net(path, net, "mesh_net", extra)
 
 
 def load_mesh_net(name: str | None = None, path: str | Path | None = None):
     """(MeshNet in eval mode, the rest of its metadata) saved by export_mesh_net."""
     from core.models.mesh_net import MeshNet, MeshNetConfig
 
-    tensors, metadata = read_checkpoint("mesh_net", name, path)
-    where = str(path) if path is not None else (name or "mesh_net")
-    net = MeshNet(config_of(MeshNetConfig, metadata, where))
-    return load_state(net, tensors, where).eval(), metadata
+    net, metadata = load_net("mesh_net", MeshNet, MeshNetConfig, name, path)
+    return net.eval(), metadata

@@ -108,7 +108,7 @@ def _stylegen(args: argparse.Namespace) -> int:
 def _motion(args: argparse.Namespace) -> int:
     from core.training.motion import fit_motion
 
-    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    command = _command(args)
     result = fit_motion(args.data, args.au_cache, args.out, config_from_args(MotionConfig, args), command)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
@@ -117,7 +117,7 @@ def _motion(args: argparse.Namespace) -> int:
 def _motion_photo_gain(args: argparse.Namespace) -> int:
     from core.training.motion import fit_photo_gain
 
-    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    command = _command(args)
     result = fit_photo_gain(args.data, args.motion, args.faces, args.rounds, command)
     sys.stdout.write(json.dumps({"event": "done", **result}) + "\n")
     return 0
@@ -127,7 +127,7 @@ def _mesh_net(args: argparse.Namespace) -> int:
     """The tracking mesh (core/models/mesh_net.py): trained in --out, exported to OUT/mesh_net.safetensors."""
     from core.training.mesh_net import train_mesh_net
 
-    command = "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    command = _command(args)
     result = train_mesh_net(args.data, args.au_cache, args.out, config_from_args(MeshNetConfig, args),
                             config_from_args(MeshTrainConfig, args), resume=args.resume, device=args.device,
                             command=command)
@@ -158,6 +158,11 @@ def _stylegen_warm_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line that ran, as a model card records it."""
+    return "python -m core.train " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+
+
 def _paths(parser: argparse.ArgumentParser, resume: bool = True) -> None:
     parser.add_argument("--data", required=True, help="data directory (FER+ npz, class folders) or FER2013 CSV")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, exported weights")
@@ -186,10 +191,8 @@ def _add_fitted_models(sub) -> None:
     p.set_defaults(run=_motion_photo_gain)
 
     t = sub.add_parser("mesh-net", help="train the tracking mesh that live tracking re-fits each frame with")
-    _data_and_cache(t)
-    t.add_argument("--out", required=True, help="run folder: log.jsonl, last.safetensors, mesh_net.safetensors")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
-    t.add_argument("--device", default="auto")
+    _paths(t)
+    t.add_argument("--au-cache", required=True, help="landmark cache of `python -m core.aus annotate`")
     add_config_arguments(t, MeshNetConfig, exclude=("input_size", "mean", "std"))
     add_config_arguments(t, MeshTrainConfig)
     t.set_defaults(run=_mesh_net)

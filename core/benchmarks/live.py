@@ -60,30 +60,24 @@ def bench_stages(recognizer, frame: np.ndarray, frames: int, warmup: int) -> dic
 
 def bench_live(frames: int = 200, warmup: int = 20) -> dict:
     from core import get_recognizer
-    from core.face.images import load_image
-    from core.face.tracking import LiveSession
     from demo.live import LIVE_FORMAT
     from demo.render import annotate, encode_frame
 
     recognizer = get_recognizer()
-    frame = webcam_frame()
-    session = LiveSession(recognizer)
-    live, live_cpu, draw, encode = [], [], [], []
-    for i in range(warmup + frames):
-        # what the app's status line reports as "ms per frame" (demo/live.py live_frame) ...
-        rgb, t_decode, c_decode = _timed_cpu(load_image, frame)
-        faces, t_process, c_process = _timed_cpu(session.process, rgb)
-        # ... and what the handler and gradio then spend on the picture sent back
+    draw, encode = [], []
+
+    def returned(rgb, faces, measured: bool) -> None:
+        """What the handler and gradio spend on the picture sent back."""
         drawn, t_draw = _timed(annotate, rgb, faces, True)
         t_encode = _timed(encode_frame, drawn, LIVE_FORMAT)[1]
-        if i >= warmup:
-            live.append(t_decode + t_process)
-            live_cpu.append(c_decode + c_process)
+        if measured:
             draw.append(t_draw)
             encode.append(t_encode)
-    session.close()
+
+    frame = webcam_frame()
+    live, live_cpu = _session_times(recognizer, [frame], frames, warmup, returned)
     moving = moving_face_frames(count=max(8, frames // 4))
-    untracked, untracked_cpu = _untracked(recognizer, moving, frames // 2, warmup)
+    untracked, untracked_cpu = _session_times(recognizer, moving, frames // 2, warmup)
     photo, photo_cpu = [], []
     for i in range(warmup + frames // 2):
         faces, elapsed, cpu = _timed_cpu(recognizer.predict, moving[i % len(moving)])
@@ -110,19 +104,23 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
     }
 
 
-def _untracked(recognizer, moving: list[np.ndarray], frames: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU ms of the webcam path (decode + LiveSession.process) on frames whose face jumps every time."""
+def _session_times(recognizer, source: list[np.ndarray], frames: int, warmup: int, then=None
+                   ) -> tuple[list[float], list[float]]:
+    """Wall and CPU ms of what the app's status line reports as "ms per frame" (demo/live.py live_frame: decode +
+    LiveSession.process) over one session fed `source` in turn; then(rgb, faces, measured) after each frame."""
     from core.face.images import load_image
     from core.face.tracking import LiveSession
 
     session = LiveSession(recognizer)
     wall, cpu = [], []
     for i in range(warmup + frames):
-        rgb, t_decode, c_decode = _timed_cpu(load_image, moving[i % len(moving)])
+        rgb, t_decode, c_decode = _timed_cpu(load_image, source[i % len(source)])
         faces, t_process, c_process = _timed_cpu(session.process, rgb)
         if i >= warmup:
             wall.append(t_decode + t_process)
             cpu.append(c_decode + c_process)
+        if then is not None:
+            then(rgb, faces, i >= warmup)
     session.close()
     return wall, cpu
 

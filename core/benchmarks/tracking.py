@@ -50,11 +50,16 @@ def clips(data: str, fps: float = 10.0, seconds: float = 9.0, fer_faces: int = 1
     pick = np.random.default_rng(0).choice(len(test.images), fer_faces, replace=False)
     fer = []
     for k, index in enumerate(pick):
-        big = np.repeat(np.kron(test.images[index], np.ones((4, 4), np.uint8))[:, :, None], 3, axis=2)
+        big = _fer_rgb(test.images[index])
         fer += [_place(big, (k * fer_frames + i) / fps, speed_px_s=60.0) for i in range(fer_frames)]
     out["fer"] = fer
     out["expression"] = _expression_clip(photo, count, fps)
     return out
+
+
+def _fer_rgb(face: np.ndarray) -> np.ndarray:
+    """A 48x48 grey FER face 4x upscaled (pixel blocks) as RGB."""
+    return np.repeat(np.kron(face, np.ones((4, 4), np.uint8))[:, :, None], 3, axis=2)
 
 
 def _border_clip(photo: np.ndarray, count: int, width: int = 640, height: int = 480) -> list[np.ndarray]:
@@ -76,13 +81,14 @@ def _expression_clip(photo: np.ndarray, count: int, fps: float) -> list[np.ndarr
 
     synth = get_synthesizer()
     quarter = count // 4
-    frames = []
+    frames, edits = [], {}
     for i in range(count):
         leg, step = divmod(i, quarter)
         strength = (step + 1) / quarter if leg % 2 == 0 else 1 - (step + 1) / quarter
-        expression = "surprise" if leg >= 2 else "happiness"
-        edited = synth.edit(photo, expression=expression, intensity=max(0.0, min(1.0, strength)))
-        frames.append(_place(edited, i / fps))
+        request = ("surprise" if leg >= 2 else "happiness", max(0.0, min(1.0, strength)))
+        if request not in edits:  # (the way up and the way down share their strengths: each edit made once)
+            edits[request] = synth.edit(photo, expression=request[0], intensity=request[1])
+        frames.append(_place(edits[request], i / fps))
     return frames
 
 
@@ -181,8 +187,7 @@ def first_frames(data: str, faces: int = 600) -> dict:
     finder = BlazeFace()
     found = {"detector": [], "mesh-net": [], "mediapipe": []}
     for k, index in enumerate(pick):
-        big = np.repeat(np.kron(test.images[index], np.ones((4, 4), np.uint8))[:, :, None], 3, axis=2)
-        rgb = _place(big, k * 0.37, speed_px_s=60.0)
+        rgb = _place(_fer_rgb(test.images[index]), k * 0.37, speed_px_s=60.0)
         found["detector"].append(bool(finder.detect(rgb)))
         for name, make in (("mesh-net", TrackingMeshDetector), ("mediapipe", StreamDetector)):
             tracker = make(max_faces=1)

@@ -70,12 +70,13 @@ class BlazeFace:
     """detect(rgb) -> faces as MediaPipe's graph for `model` finds them; one interpreter, not thread-safe (FaceDetector
     locks; one a stream)."""
 
-    def __init__(self, model: BlazeFaceModel = SHORT_RANGE, min_confidence: float | None = None, threads: int = 1):
+    def __init__(self, model: BlazeFaceModel = SHORT_RANGE, min_confidence: float | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.model = model
         self.min_confidence = model.min_score if min_confidence is None else min_confidence
-        self._interpreter = Interpreter(model_path=str(model_path(model)), num_threads=threads)
+        # one thread: every stream has its own finder, and the other core serves the other streams
+        self._interpreter = Interpreter(model_path=str(model_path(model)), num_threads=1)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]["index"]
         # (models name their outputs differently: boxes and keypoints are the 16 values a row)

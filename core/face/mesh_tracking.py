@@ -80,10 +80,11 @@ def follow(runtime, rgb: np.ndarray, meshes: list[np.ndarray], max_refits: int =
 def _distinct(faces: list[tuple[np.ndarray, np.ndarray]], limit: float = 0.5) -> list[tuple[np.ndarray, np.ndarray]]:
     """(mesh, AUs) pairs without a face followed twice: a later mesh whose box overlaps an earlier one's by more
     than `limit` (IoU) is dropped."""
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    for mesh, aus in faces:
-        if all(iou(box_of(mesh), box_of(other)) <= limit for other, _ in kept):
+    kept, boxes = [], []
+    for (mesh, aus), box in zip(faces, [box_of(mesh) for mesh, _ in faces]):
+        if not boxes or iou(box, boxes).max() <= limit:
             kept.append((mesh, aus))
+            boxes.append(box)
     return kept
 
 
@@ -114,7 +115,8 @@ def _inside(point: np.ndarray, box) -> bool:
 
 
 class TrackingMeshDetector:
-    """detect(rgb) of consecutive frames of one stream, largest face first (not thread-safe: FaceDetector locks)."""
+    """detect(rgb) of consecutive frames of one stream (not thread-safe: FaceDetector locks it and orders the
+    faces)."""
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None, finder=None):
         from core import get_mesh_runtime
@@ -145,8 +147,7 @@ class TrackingMeshDetector:
             faces += self._find(rgb, faces)
         faces = _distinct(faces)[: self.max_faces]
         self._meshes = [mesh for mesh, _ in faces]
-        found = [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in faces]
-        return sorted(found, key=lambda f: f.area, reverse=True)
+        return [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in faces]
 
     def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's

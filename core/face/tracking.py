@@ -87,9 +87,10 @@ class LiveSession:
         unused = list(self._tracks)
         for face in faces:
             raw = np.array([face.probs[name] for name in EXPRESSIONS])
-            match = max(unused, key=lambda t: iou(t.box, face.box), default=None)
-            if match is not None and iou(match.box, face.box) > 0.3:
-                unused.remove(match)
+            overlaps = iou(face.box, [t.box for t in unused]) if unused else np.zeros(0)
+            best = int(np.argmax(overlaps)) if len(overlaps) else -1
+            if best >= 0 and overlaps[best] > 0.3:
+                match = unused.pop(best)
                 probs = (1 - alpha) * match.probs + alpha * raw
                 track = _Track(match.track_id, face.box, probs, now)
             else:

@@ -59,9 +59,10 @@ class MeshNet(nn.Module):
         self.register_buffer("mean_shape", torch.zeros(NUM_LANDMARKS, 3))
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from core.models.recognizer import normalize_crops
+
         c = self.config
-        x = (crops.float().unsqueeze(1) / 255.0 - c.mean) / c.std
-        out = self.head(self.trunk(x))
+        out = self.head(self.trunk(normalize_crops(crops, c)))
         n = NUM_LANDMARKS * 3
         mesh = self.mean_shape + out[:, :n].view(-1, NUM_LANDMARKS, 3) * c.delta_scale
         return mesh, out[:, n], torch.sigmoid(out[:, n + 1 :])

@@ -12,16 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models.onnx_runtime import (
-    cpu_session,
-    fold_batch_norm,
-    onnx_path_for,
-    open_cached,
-    runtime_available,
-    write_onnx,
-)
+from core.models.onnx_runtime import cpu_session, ensure_onnx, open_cached, runtime_available
 
 EXPORT_VERSION = 1
+OUTPUTS = ("mesh", "present", "aus")
 
 
 class _Exported(nn.Module):
@@ -43,17 +37,14 @@ class MeshRuntime:
     def __init__(self, net, weights_sha256: str | None = None, onnx: bool = True):
         self.net = net.eval()
         self.input_size = net.config.input_size
+        self._torch = _Exported(self.net)
         self._session = None
         if onnx and weights_sha256 is not None and runtime_available():
-            path = onnx_path_for(weights_sha256, "mesh_net", EXPORT_VERSION)
-            self._session = open_cached(lambda: self._export(path), lambda p: cpu_session(p, 1))
-        self.runtime = "onnx" if self._session is not None else "torch"
+            def export() -> Path:
+                return ensure_onnx(self.net, weights_sha256, "mesh_net", EXPORT_VERSION, _Exported, OUTPUTS)
 
-    def _export(self, path: Path) -> Path:
-        if not path.is_file():
-            example = torch.zeros(2, self.input_size, self.input_size, dtype=torch.uint8)
-            write_onnx(_Exported(fold_batch_norm(self.net)).eval(), example, path, ("mesh", "present", "aus"))
-        return path
+            self._session = open_cached(export, lambda p: cpu_session(p, 1))
+        self.runtime = "onnx" if self._session is not None else "torch"
 
     @classmethod
     def load(cls, path: str | Path | None = None, onnx: bool = True) -> MeshRuntime:
@@ -61,7 +52,7 @@ class MeshRuntime:
         from core.checkpoint import load_mesh_net
         from core.weights import REGISTRY, sha256_of
 
-        net, _ = load_mesh_net(name=None if path else "mesh_net", path=path)
+        net, _ = load_mesh_net(path=path)
         return cls(net, sha256_of(path) if path else REGISTRY["mesh_net"].sha256, onnx)
 
     @property
@@ -75,4 +66,4 @@ class MeshRuntime:
         if self._session is not None:
             return tuple(self._session.run(None, {"crops": crops}))
         with torch.no_grad():
-            return tuple(t.numpy() for t in _Exported(self.net)(torch.from_numpy(crops)))
+            return tuple(t.numpy() for t in self._torch(torch.from_numpy(crops)))

@@ -74,11 +74,13 @@ class _Exported(nn.Module):
         return logits8.softmax(1), p7
 
 
-def export_onnx(net, path: str | Path) -> Path:
-    """Write the folded network as ONNX (atomically: readers never see half a file)."""
+RECOGNIZER_OUTPUTS = ("ferplus", "fer2013")
+
+
+def export_onnx(net, path: str | Path, wrap=_Exported, outputs: tuple[str, ...] = RECOGNIZER_OUTPUTS) -> Path:
+    """Write the folded network, wrapped to take uint8 crops, as ONNX (atomically: readers never see half a file)."""
     size = net.config.input_size
-    return write_onnx(_Exported(fold_batch_norm(net)).eval(), torch.zeros(2, size, size, dtype=torch.uint8), path,
-                      ("ferplus", "fer2013"))
+    return write_onnx(wrap(fold_batch_norm(net)).eval(), torch.zeros(2, size, size, dtype=torch.uint8), path, outputs)
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, outputs: tuple[str, ...]) -> Path:
@@ -100,11 +102,12 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, output
     return path
 
 
-def ensure_onnx(net, weights_sha256: str) -> Path:
+def ensure_onnx(net, weights_sha256: str, kind: str = "recognizer", version: int = EXPORT_VERSION,
+                wrap=_Exported, outputs: tuple[str, ...] = RECOGNIZER_OUTPUTS) -> Path:
     """The cached export for these weights, written on first use."""
-    path = onnx_path_for(weights_sha256)
+    path = onnx_path_for(weights_sha256, kind, version)
     if not path.is_file():
-        export_onnx(net, path)
+        export_onnx(net, path, wrap, outputs)
     return path
 
 

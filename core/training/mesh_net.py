@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from core.checkpoint import model_tensors, strip_prefix
 from core.face.alignment import alignment_matrix, warp_grey
 from core.models.mesh_net import MeshNet, MeshNetConfig
 from core.training.run_folder import flatten_optimizer, log_line, start_run, unflatten_optimizer
+from core.training.schedule import cosine_lr
 
 
 @dataclass
@@ -42,12 +44,10 @@ def displacement(rng: np.random.Generator, size: int, tc: MeshTrainConfig, lost:
         angle = rng.uniform(0, 2 * np.pi)
         shift = rng.uniform(0.35, 0.7) * size * np.array([np.cos(angle), np.sin(angle)])
         scale = rng.choice([rng.uniform(0.3, 0.5), rng.uniform(2.0, 3.0)]) if rng.random() < 0.5 else 1.0
-        roll = rng.uniform(-tc.roll, tc.roll)
     else:
         shift = rng.uniform(-tc.shift, tc.shift, 2) * size
         scale = 1 + rng.uniform(-tc.scale, tc.scale)
-        roll = rng.uniform(-tc.roll, tc.roll)
-    r = np.deg2rad(roll)
+    r = np.deg2rad(rng.uniform(-tc.roll, tc.roll))
     a = scale * np.array([[np.cos(r), -np.sin(r)], [np.sin(r), np.cos(r)]])
     centre = np.array([size / 2, size / 2])
     m = np.eye(3)
@@ -112,12 +112,13 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
         splits[split] = (images[found], meshes[found], aus[found].astype(np.float32))
     images, meshes, aus = splits["train"]
     aligns = aligned_by(meshes, mc.input_size)
+    valid = (*splits["valid"], aligned_by(splits["valid"][1], mc.input_size))
     torch.manual_seed(tc.seed)  # the starting weights too
     net = MeshNet(mc).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
     if state:
-        net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        net.load_state_dict(strip_prefix(state, "net"))
         unflatten_optimizer(opt, state, meta["optimizer"])
         step = int(meta["step"])
     else:
@@ -128,7 +129,7 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
     report = {}
     while step < tc.steps:
         for group in opt.param_groups:
-            group["lr"] = tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
+            group["lr"] = cosine_lr(step, tc.steps, tc.lr, 0)
         index = rng.integers(0, len(images), tc.batch_size)
         batch = [torch.from_numpy(a).to(dev) for a in (*make_batch(images, meshes, index, rng, tc, mc.input_size, aligns),
                                                         aus[index])]
@@ -139,7 +140,7 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
         opt.step()
         step += 1
         if step % 500 == 0 or step == tc.steps:
-            report = valid_report(net, *splits["valid"], tc, dev)
+            report = valid_report(net, *valid, tc, dev)
             log_line(out, {"step": step, "points": round(float(losses["points"]), 4), "aus": round(float(losses["aus"]), 4),
                            "presence": round(float(losses["presence"]), 4), **report,
                            "elapsed_s": round(time.time() - started, 1)}, info)
@@ -149,7 +150,7 @@ def train_mesh_net(data: str, au_cache: str, out_dir: str, model_config: MeshNet
     if info.is_main:
         from core.checkpoint import export_mesh_net
 
-        report = report or valid_report(net, *splits["valid"], tc, dev)  # resumed after its last step
+        report = report or valid_report(net, *valid, tc, dev)  # resumed after its last step
         export_mesh_net(out / "mesh_net.safetensors", net.eval(), {
             "valid": report, "train_config": asdict(tc), "steps": step, "command": command,
             "data": "FER2013 train faces, targets: MediaPipe's refined mesh of each (core.aus annotate)"})
@@ -160,19 +161,20 @@ def save_run(out, net: MeshNet, opt, mc: MeshNetConfig, tc: MeshTrainConfig, ste
     from core.weights import save_safetensors
 
     tensors, opt_meta = flatten_optimizer(opt)
-    tensors.update({f"net.{k}": v for k, v in net.state_dict().items()})
+    tensors.update(model_tensors("net", net))
     save_safetensors(out / "last.safetensors", tensors, {"model_config": mc.to_dict(), "train_config": asdict(tc),
                                                           "optimizer": opt_meta, "step": step})
 
 
 @torch.no_grad()
-def valid_report(net: MeshNet, images: np.ndarray, meshes: np.ndarray, aus: np.ndarray, tc: MeshTrainConfig, dev,
-                 n: int = 1000) -> dict:
+def valid_report(net: MeshNet, images: np.ndarray, meshes: np.ndarray, aus: np.ndarray, aligns: np.ndarray | None,
+                 tc: MeshTrainConfig, dev, n: int = 1000) -> dict:
     """On displaced valid crops: mean point error over the outer-eye-corner distance, the AUs' mean absolute
-    error (against those measured on MediaPipe's mesh), and the presence accuracy."""
+    error (against those measured on MediaPipe's mesh), and the presence accuracy. aligns as in make_batch."""
     net.eval()
     rng = np.random.default_rng(12345)
-    crops, targets, present = make_batch(images, meshes, np.arange(min(n, len(images))), rng, tc, net.config.input_size)
+    crops, targets, present = make_batch(images, meshes, np.arange(min(n, len(images))), rng, tc, net.config.input_size,
+                                         aligns)
     mesh, logit, read = net(torch.from_numpy(crops).to(dev))
     mesh, keep = mesh.cpu().numpy(), present > 0.5
     err = np.linalg.norm(mesh[keep, :, :2] - targets[keep, :, :2], axis=2).mean(axis=1)
