@@ -1,6 +1,6 @@
 """Benchmarks that print JSON. Timings are wall-clock on this machine, median and p90.
 
-    python -m core.bench live --json    # live_frame_ms (tracked stream), untracked_frame_ms, photo_frame_ms, stage times
+    python -m core.bench live --json    # live_frame_ms (tracked stream), photo_frame_ms (no tracking), photo_pipeline_ms, stage times
     python -m core.bench streams --json  # webcam sessions at 10 frames/s one process serves (p95 <= 100 ms)
     python -m core.bench live-options --json  # the live path's settings timed beside their alternatives
     python -m core.bench photo-mesh --json  # photo mesh from the detection vs re-detecting (landmarks, AUs, time)

@@ -145,10 +145,12 @@ def test_the_shipped_tracking_mesh_follows_a_gliding_face(recognizer):
 
     photo = face_photo(260)
     frames = [_place(photo, i / 10) for i in range(30)]
-    report = compare(frames, "mesh-net", [recognizer.predict(f) for f in frames], recognizer)
-    assert report["missed"] == 0 and report["extra_faces"] == 0 and report["nme_p90"] < 0.05
-    assert report["nme_median"] < 0.04 and report["au_abs_error_mean"] < 0.12
-    assert report["label_agreement"] >= 0.9
+    reference = [recognizer.predict(f) for f in frames]
+    for fresh in (False, True):  # followed, and every frame fitted from the detector's keypoints (no tracking)
+        report = compare(frames, "mesh-net", reference, recognizer, fresh=fresh)
+        assert report["missed"] == 0 and report["extra_faces"] == 0 and report["nme_p90"] < 0.05
+        assert report["nme_median"] < 0.04 and report["au_abs_error_mean"] < 0.12
+        assert report["label_agreement"] >= 0.9
 
 
 @pytest.mark.integration
@@ -307,6 +309,9 @@ def test_the_tracker_seeds_new_faces_follows_them_and_keeps_at_most_max_faces():
         assert len(tracker.detect(frame)) == 2  # the look for newcomers finds only faces already followed
     assert finder.calls == 2
 
+    tracker.reset()  # nothing followed any more: the next frame looks for faces and seeds them again
+    assert len(tracker.detect(frame)) == 2 and finder.calls == 3
+
     full = TrackingMeshDetector(max_faces=1, runtime=runtime, finder=_FakeFinder([left, right]))
     assert [len(full.detect(frame)) for _ in range(CHECK_EVERY + 1)] == [1] * (CHECK_EVERY + 1)
     assert full._finder.calls == 1  # no look for newcomers with every place taken
@@ -314,3 +319,23 @@ def test_the_tracker_seeds_new_faces_follows_them_and_keeps_at_most_max_faces():
     gone = _FakeRuntime(0.0, present=0.0)
     gone.mean_shape = gone.mesh
     assert TrackingMeshDetector(runtime=gone, finder=_FakeFinder([left])).detect(frame) == []  # the net sees no face
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tracker", ["mesh-net", "mediapipe"])
+def test_a_reset_session_finds_the_face_again_as_a_new_track(recognizer, tracker):
+    from core.benchmarks.common import webcam_frame
+    from core.face.tracking import LiveSession
+
+    frame = webcam_frame()
+    session = LiveSession(recognizer, tracker=tracker)
+    try:
+        first = session.process(frame)[0]
+        assert session.process(frame)[0].track_id == first.track_id
+        session.reset()
+        again = session.process(frame)
+        assert len(again) == 1 and again[0].track_id != first.track_id
+        ocular = np.linalg.norm(first.landmarks[33, :2] - first.landmarks[263, :2])
+        assert np.linalg.norm(again[0].landmarks[:, :2] - first.landmarks[:, :2], axis=1).mean() < 0.05 * ocular
+    finally:
+        session.close()

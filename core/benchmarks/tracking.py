@@ -8,6 +8,8 @@ tracker must follow the face's own movement, not only the head's. Every frame is
 pipeline (MediaPipe's detector and refined mesh on that frame alone), the reference both trackers are held to;
 MediaPipe's AUs on the 48-px crop the tracking mesh reads show how much of its AU error that size costs.
 first_frames: 600 FER+ test faces, each on a new stream's first frame, as both trackers report them.
+"mesh-net_no_tracking" on each clip, and face_sizes: the live path with nothing tracked (every frame a stream's
+first, as `core.bench live`'s photo_frame_ms times it) against the photo pipeline.
 """
 
 from __future__ import annotations
@@ -96,11 +98,12 @@ def _ocular(mesh: np.ndarray) -> float:
     return float(np.linalg.norm(mesh[33, :2] - mesh[263, :2]))
 
 
-def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer) -> dict:
+def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer, fresh: bool = False) -> dict:
     """One tracker over a clip against the reference faces (photo pipeline) of each frame: the AUs compared are
     those the live path shows (the tracking mesh reads its own; MediaPipe's are measured on its mesh). Landmarks
     and AUs are scored on the frames the tracker found the face in; the top class on every frame with a
-    reference face (a miss disagrees); faces reported where the reference has none are counted."""
+    reference face (a miss disagrees); faces reported where the reference has none are counted.
+    fresh: the tracker forgets its faces before every frame (no tracking)."""
     from core.face.aus import measure_aus
     from core.face.detection import FaceDetector
 
@@ -109,6 +112,8 @@ def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer)
     shown, on_mesh, gold_aus = [], [], []
     extra = 0
     for rgb, ref in zip(frames, reference):
+        if fresh:
+            detector.reset()
         t0 = time.perf_counter()
         found = recognizer.predict(rgb, detector=detector)
         times.append((time.perf_counter() - t0) * 1000)
@@ -198,13 +203,37 @@ def first_frames(data: str, faces: int = 600) -> dict:
             "mesh-net_only": int((net & ~mp).sum()), "mediapipe_only": int((mp & ~net).sum())}
 
 
+def face_sizes(recognizer, heights=(70, 150, 190, 230, 300), places: int = 20) -> dict:
+    """grace_hopper.jpg at each photo height (its face about a third as wide), at `places` random places of a
+    640x480 frame: on how many frames the live path with nothing tracked reports the face, and the photo pipeline
+    (full-range detector; its median face box width)."""
+    from core.benchmarks.common import moving_face_frames
+    from core.face.detection import FaceDetector
+
+    detector = FaceDetector(mode="video", max_faces=4)
+    out = {}
+    for height in heights:
+        frames = moving_face_frames(count=places, face_height=height, seed=height)
+        untracked = 0
+        for rgb in frames:
+            detector.reset()
+            untracked += bool(recognizer.predict(rgb, detector=detector))
+        photo = [recognizer.predict(rgb) for rgb in frames]
+        boxes = [f[0].box for f in photo if f]
+        out[str(height)] = {"face_width_px": round(float(np.median([b[2] - b[0] for b in boxes])), 1) if boxes else None,
+                            "no_tracking": untracked, "photo_pipeline": sum(map(bool, photo)), "frames": places}
+    detector.close()
+    return out
+
+
 def bench_tracking(data: str) -> dict:
     from core import get_recognizer
 
     recognizer = get_recognizer()
-    out = {"first_frames": first_frames(data)}
+    out = {"first_frames": first_frames(data), "face_sizes": face_sizes(recognizer)}
     for name, frames in clips(data).items():
         reference = [recognizer.predict(rgb) for rgb in frames]
         out[name] = {tracker: compare(frames, tracker, reference, recognizer) for tracker in ("mesh-net", "mediapipe")}
+        out[name]["mesh-net_no_tracking"] = compare(frames, "mesh-net", reference, recognizer, fresh=True)
         out[name]["mediapipe_on_48px_crop"] = crop_ceiling(frames, reference)
     return out

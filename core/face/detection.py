@@ -110,6 +110,13 @@ class FaceDetector:
                     graph.close()
             self._detector = self._close_detector = self._mesh = self._roi_mesh = None
 
+    def reset(self) -> None:
+        """Video mode: forget the faces followed, so that the next frame is handled as a stream's first (a photo
+        has nothing to forget)."""
+        with self._lock:
+            if self.mode == "video" and self._mesh is not None:
+                self._mesh.reset()
+
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         """Faces in an RGB uint8 image [H, W, 3], largest first; [] when there is none."""
         rgb = np.ascontiguousarray(rgb)

@@ -136,6 +136,10 @@ class TrackingMeshDetector:
             self._finder.close()
         self._finder = None
 
+    def reset(self) -> None:
+        """Forget the faces followed: the next frame is handled as a stream's first."""
+        self._meshes, self._frame = [], 0
+
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         self._frame += 1
         faces: list[tuple[np.ndarray, np.ndarray]] = []

@@ -33,6 +33,7 @@ class StreamDetector:
                         min_detection_confidence=min_confidence, min_tracking_confidence=0.5)
 
         self.max_faces = max_faces
+        self._mesh_graph = mesh
         self._single = mesh(1)
         self._multi = mesh(max_faces) if max_faces > 1 else None
         self._finder = (lean(mp.solutions.face_detection.FaceDetection, model_selection=0,
@@ -47,6 +48,16 @@ class StreamDetector:
             if graph is not None:
                 graph.close()
         self._single = self._multi = self._finder = None
+
+    def reset(self) -> None:
+        """Forget the faces tracked (MediaPipe keeps them inside its graphs: new graphs); the next frame is handled
+        as a stream's first."""
+        for graph in (self._single, self._multi):
+            if graph is not None:
+                graph.close()
+        self._single = self._mesh_graph(1)
+        self._multi = self._mesh_graph(self.max_faces) if self.max_faces > 1 else None
+        self._use_multi, self._frame, self._lonely, self._tracked = False, 0, 0, 0
 
     def _choose_graph(self, image: np.ndarray) -> None:
         if self._multi is None or self._use_multi or self._frame % CHECK_EVERY:

@@ -73,6 +73,11 @@ class LiveSession:
                 self._detector.close()
                 self._detector, self.tracker = detector, tracker
 
+    def reset(self) -> None:
+        """Start over: the faces followed, their tracks and the frame rate are forgotten (new faces get new ids)."""
+        self._detector.reset()
+        self._tracks, self._last_time, self.fps = [], None, 0.0
+
     def process(self, frame, now: float | None = None) -> list[TrackedFace]:
         now = time.perf_counter() if now is None else now
         if self._last_time is not None:
