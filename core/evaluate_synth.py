@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-parts", nargs="+", default=None,
                         choices=("size", "identity", "expression", "aus", "speed", "sheet"),
                         help="edit: only these parts (sheet: only when named, see --edit-sheet)")
-    parser.add_argument("--edit-guidance", type=float, default=10.0,
-                        help="edit: also measure edits with this semantic guidance (0: not)")
+    parser.add_argument("--edit-guidance", type=float, default=0.0,
+                        help="edit: also measure edits with this semantic guidance (0: not; the default edit, "
+                             "measured as 'default', is guided already)")
     parser.add_argument("--edit-guide", default=None,
                         help="edit: recognizer weights guidance climbs instead of the shipped edit_guide "
                              "('recognizer': the shipped recognizer, which also scores the edits)")

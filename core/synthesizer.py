@@ -227,7 +227,7 @@ class Synthesizer:
         """Identity codes [N, z_dim] of FER-framed uint8 grey crops [N, H, W]."""
         return self._encode(crops).cpu().numpy()
 
-    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
+    def edit(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float | None = None,
              faces: str = "largest", appearance: float | None = None) -> np.ndarray:
         """The photo (path, bytes, PIL image or array; RGB, RGBA or grey) with its largest face, or every face,
         re-expressed: uint8 [H, W, 3] at the photo's own size and colour (core/synthesis/photo_edit.py).
@@ -236,21 +236,26 @@ class Synthesizer:
         luminance; pixels away from the face stay as they were. With only AU sliders set, the face keeps its
         own expression. appearance: the strength of the generator's change (0: the warp alone, the photo's own
         pixels moved; 1, the default: as G draws it; docs/photo_edit.md measures what each costs in realism).
+        guidance: semantic guidance of an expression edit's appearance change (None: the editor's default, 10;
+        0: none).
         NoFaceError, FaceTooSmallError, FaceAtBorderError or ProfileFaceError when no face can be edited (all
         InputErrors).
         """
         return self.edit_result(image, expression, aus, intensity, guidance, faces, appearance).image
 
-    def edit_result(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float = 0.0,
+    def edit_result(self, image, expression=None, aus=None, intensity: float = 1.0, guidance: float | None = None,
                     faces: str = "largest", appearance: float | None = None):
         """edit(), with each edited face's box, its 48-px aligned crop after the edit and notes (EditResult)."""
-        check_guidance(guidance)
+        if guidance is not None:
+            check_guidance(guidance)  # (before any model is loaded)
         return self._photo_editor().edit(image, expression, aus, intensity, faces, appearance, guidance)
 
     def edit_series(self, image, expression=None, aus=None, intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-                    guidance: float = 0.0, faces: str = "largest", appearance: float | None = None) -> list[np.ndarray]:
+                    guidance: float | None = None, faces: str = "largest", appearance: float | None = None
+                    ) -> list[np.ndarray]:
         """edit() at each intensity (neutral -> target), the photo's faces detected once: uint8 [H, W, 3] each."""
-        check_guidance(guidance)
+        if guidance is not None:
+            check_guidance(guidance)
         results = self._photo_editor().edit_series(image, intensities, expression, aus, faces, appearance, guidance)
         return [result.image for result in results]
 

@@ -225,7 +225,7 @@ def _control_sliders():
 
 def build_synthesize_tab() -> dict:
     """The tab; returns its render event (the app also renders once when the page loads)."""
-    from core.synthesis.photo_edit import APPEARANCE, SLIDER_WARP_ONLY_AUS, WARP_ONLY_AUS
+    from core.synthesis.photo_edit import APPEARANCE, GUIDANCE, SLIDER_WARP_ONLY_AUS, WARP_ONLY_AUS
     from core.synthesizer import MAX_GUIDANCE
 
     drawn_aus = [name for name in AUS if name not in SLIDER_WARP_ONLY_AUS + WARP_ONLY_AUS]
@@ -268,10 +268,11 @@ def build_synthesize_tab() -> dict:
                 download = gr.File(label="Your edited photo, full size (PNG)", interactive=False,
                                    elem_id="synth-download")
         expression, intensity, use_aus, aus = _control_sliders()
-        # the whole range the API takes: docs/photo_edit.md measures "My face" at 10
-        guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.5,
-                             label="semantic guidance: the recognizer's gradient pushes the face towards the requested "
-                                   "expression (an edit takes about half as long again)")
+        # the whole range the API takes; each source starts at the API's default (docs/photo_edit.md)
+        guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.5, elem_id="synth-guidance",
+                             label="semantic guidance: a recognizer's gradient pushes the face towards the requested "
+                                   f"expression (My face: on at {GUIDANCE:g} by default, about 10 ms an edit; New person: "
+                                   "off by default)")
         appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
                                label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "
                                      "photo's own pixels moved; 1: the expression reads more clearly and the face looks "
@@ -289,8 +290,9 @@ def build_synthesize_tab() -> dict:
         for control in [*expression, intensity, *aus, guidance, appearance]:
             wire(control.release(**render, api_visibility="private"))
         # .input fires on the user's own changes only (not when "Apply text" sets them: that renders once).
-        for control in (source, use_aus):
-            wire(control.input(**render, api_visibility="private"))
+        wire(use_aus.input(**render, api_visibility="private"))
+        wire(source.input(lambda chosen: GUIDANCE if chosen == "My face" else 0.0, inputs=source, outputs=guidance,
+                          api_visibility="private").then(**render, api_visibility="private"))
         wire(seed.change(**render, api_visibility="private"))
         wire(photo.upload(**render, api_visibility="private"))
         wire(go.click(**render, api_name="synthesize"))

@@ -206,6 +206,19 @@ def test_guidance_climbs_a_second_recognizer(editor):
     assert guide is not editor.recognizer and guide.weights_sha256 == REGISTRY["edit_guide"].sha256
 
 
+def test_the_default_edit_is_guided_in_proportion_to_how_far_it_moves(editor, photo):
+    """Guidance is on by default for expressions, and does nothing where the edit does not move the face."""
+    import torch
+
+    default = editor.edit(photo, expression="anger").image
+    assert np.array_equal(default, editor.edit(photo, expression="anger", guidance=10.0).image)
+    assert not np.array_equal(default, editor.edit(photo, expression="anger", guidance=0.0).image)
+    assert np.array_equal(editor.edit(photo, expression="anger", intensity=0.0).image,
+                          editor.edit(photo, expression="anger", intensity=0.0, guidance=0.0).image)
+    with torch.no_grad():  # a caller's no_grad does not break the guidance's gradient
+        assert np.array_equal(editor.edit(photo, expression="anger").image, default)
+
+
 def test_warp_only_aus_get_no_generator_change(editor, photo):
     """A slider edit of AU14 or AU12 alone is the warp alone: the generator's two draws share their condition, and
     its source draw is not moved by those AUs' motion (moving it left that motion in the difference, reversed)."""
@@ -246,7 +259,7 @@ def test_the_contact_sheet_shows_the_photo_and_its_seven_edits_in_two_rows(edito
 
 def test_an_expression_opens_the_mouth_only_a_little_beyond_the_faces_own():
     from core.labels import AUS
-    from core.synthesis.photo_edit import MAX_MOUTH_OPENING, limit_mouth_opening
+    from core.synthesis.expression_policy import MAX_MOUTH_OPENING, limit_mouth_opening
 
     target, current = np.full(len(AUS), 0.8), np.full(len(AUS), 0.1)
     current[AUS.index("AU26")] = np.nan  # not measured: from closed

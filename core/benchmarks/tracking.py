@@ -89,7 +89,7 @@ def _expression_clip(photo: np.ndarray, count: int, fps: float) -> list[np.ndarr
         strength = (step + 1) / quarter if leg % 2 == 0 else 1 - (step + 1) / quarter
         request = ("surprise" if leg >= 2 else "happiness", max(0.0, min(1.0, strength)))
         if request not in edits:  # (the way up and the way down share their strengths: each edit made once)
-            edits[request] = synth.edit(photo, expression=request[0], intensity=request[1])
+            edits[request] = synth.edit(photo, expression=request[0], intensity=request[1], guidance=0.0)  # (the clip of 2026-12-07)
         frames.append(_place(edits[request], i / fps))
     return frames
 

@@ -319,9 +319,9 @@ def sample_photo(width: int, height: int) -> np.ndarray:
 
 
 def part_speed(editor, repeats: int = 15, guidance: float = 0.0) -> dict:
-    """Median ms of one whole edit (decode excluded, detection included), per photo size and setting."""
+    """Median ms of one whole edit (detection included), per photo size: default (guided), unguided, `guidance`."""
     report = {}
-    settings = {"": 0.0, **({"_guided": guidance} if guidance else {})}
+    settings = {"": None, "_unguided": 0.0, **({"_guided": guidance} if guidance else {})}
     for label, (w, h) in {"edit": (640, 480), "edit_1080p": (1920, 1080)}.items():
         photo = sample_photo(w, h)
         for suffix, g in settings.items():
@@ -364,7 +364,7 @@ def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, pa
     critics: two-sample critics per realism figure, seeds 0..critics-1 (None: two_sample_tests' own)."""
     from core import get_recognizer, get_synthesizer
     from core.models.motion import MotionModel
-    from core.synthesis.photo_edit import APPEARANCE, PhotoEditor
+    from core.synthesis.photo_edit import APPEARANCE, GUIDANCE, PhotoEditor
 
     parts = parts or ("size", "identity", "expression", "aus", "speed")
     editor = PhotoEditor(MotionModel.load(motion), get_synthesizer(), get_recognizer(), guide_recognizer=_guide(guide))
@@ -381,8 +381,8 @@ def evaluate(data: str, motion=None, faces: int = 300, sweep_faces: int = 50, pa
     if "identity" in parts:
         out["self_edit"] = part_self_edit(bench)
     if "expression" in parts:
-        strengths = {"geometry_only": (0.0, 0.0), "geometry_appearance": (strength, 0.0)}
-        if guidance:
+        strengths = {"geometry_only": (0.0, 0.0), "geometry_appearance": (strength, 0.0), "default": (APPEARANCE, GUIDANCE)}  # as Synthesizer.edit
+        if guidance and guidance != GUIDANCE:
             strengths["geometry_appearance_guided"] = (strength, guidance)
         strengths.update({f"appearance_{a:g}": (a, 0.0) for a in (extra_strengths or ())})
         out["expression"] = part_expression(bench, strengths, critic=None if critics is None else

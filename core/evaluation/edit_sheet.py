@@ -4,8 +4,8 @@
         --edit-sheet docs/images/edit_sheet.jpg
 
 grace_hopper.jpg (a real colour portrait that ships with matplotlib) edited into each of the 7 classes at
-full intensity, as the Synthesize tab's "My face" does by default (appearance 1, no guidance), beside a
-row of geometry only (appearance 0): the face cut from each edited photo, side by side.
+full intensity with appearance 1 and no guidance (the default edit until 2026-12-08, when guidance 10 became
+the default; the picture in docs/ was made so), beside a row of geometry only (appearance 0): the face cut from each edited photo, side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def face_rows(editor, photo: np.ndarray, appearances=(0.0, 1.0)) -> np.ndarray:
 
     rows = []
     for strength in appearances:
-        results = [editor.edit(photo, expression=name, appearance=strength) for name in EXPRESSIONS[1:]]
+        results = [editor.edit(photo, expression=name, appearance=strength, guidance=0.0) for name in EXPRESSIONS[1:]]
         x0, y0, x1, y1 = results[0].faces[0].box
         cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.75 * max(x1 - x0, y1 - y0)
         top, left = int(max(0, cy - half)), int(max(0, cx - half))

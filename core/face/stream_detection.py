@@ -52,11 +52,14 @@ class StreamDetector:
     def reset(self) -> None:
         """Forget the faces tracked (MediaPipe keeps them inside its graphs: new graphs); the next frame is handled
         as a stream's first."""
+        if self._single is None:
+            return  # closed
+        single = self._mesh_graph(1)
+        multi = self._mesh_graph(self.max_faces) if self.max_faces > 1 else None
         for graph in (self._single, self._multi):
             if graph is not None:
                 graph.close()
-        self._single = self._mesh_graph(1)
-        self._multi = self._mesh_graph(self.max_faces) if self.max_faces > 1 else None
+        self._single, self._multi = single, multi
         self._use_multi, self._frame, self._lonely, self._tracked = False, 0, 0, 0
 
     def _choose_graph(self, image: np.ndarray) -> None:

@@ -74,9 +74,11 @@ class LiveSession:
                 self._detector, self.tracker = detector, tracker
 
     def reset(self) -> None:
-        """Start over: the faces followed, their tracks and the frame rate are forgotten (new faces get new ids)."""
-        self._detector.reset()
-        self._tracks, self._last_time, self.fps = [], None, 0.0
+        """Start over: the faces followed, their tracks and the frame rate are forgotten (new faces get new ids).
+        Not while a frame of the session is being processed."""
+        with self._switch_lock:
+            self._detector.reset()
+            self._tracks, self._last_time, self.fps = [], None, 0.0
 
     def process(self, frame, now: float | None = None) -> list[TrackedFace]:
         now = time.perf_counter() if now is None else now
