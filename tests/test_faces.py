@@ -304,13 +304,15 @@ def test_a_bad_thread_count_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.integration
-def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_hopper):
+@pytest.mark.parametrize("model_selection", [0, 1])
+def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_hopper, model_selection):
     """The same model file run outside MediaPipe: boxes, keypoints and scores as its graph gives them, on a photo,
-    a webcam frame with the face off-centre, two faces side by side and a blank frame."""
+    a webcam frame with the face off-centre, two faces side by side, a small face and a blank frame; short range
+    (model_selection 0) and full range (1)."""
     import mediapipe as mp
     from mediapipe.framework.formats.detection_pb2 import Detection
 
-    from core.face.blazeface import BlazeFace
+    from core.face.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
     from core.face.mp_graph import lean, parse
 
     photo = np.asarray(Image.open(grace_hopper).convert("RGB"))
@@ -320,10 +322,12 @@ def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_h
     small = np.asarray(Image.fromarray(photo).resize((282, 240)))
     group[120:360, 20:302] = small
     group[120:360, 330:612] = small
-    graph = lean(mp.solutions.face_detection.FaceDetection, model_selection=0)
-    ours = BlazeFace()
+    far = np.full((480, 640, 3), 90, np.uint8)
+    far[300:430, 400:511] = np.asarray(Image.fromarray(photo).resize((111, 130)))  # a face about 42 px wide
+    graph = lean(mp.solutions.face_detection.FaceDetection, model_selection=model_selection)
+    ours = BlazeFace((SHORT_RANGE, FULL_RANGE)[model_selection])
     try:
-        for rgb in (photo, frame, group, np.full_like(frame, 90)):
+        for rgb in (photo, frame, group, far, np.full_like(frame, 90)):
             h, w = rgb.shape[:2]
             theirs = sorted(parse(graph.run({"image": rgb})["detections"], Detection), key=lambda d: -d.score[0])
             found = ours.detect(rgb)
@@ -338,6 +342,7 @@ def test_blazeface_on_litert_finds_what_mediapipes_detection_graph_finds(grace_h
                 assert np.abs(mine.keypoints - keypoints).max() < 0.002 * side
                 assert abs(mine.score - their.score[0]) < 0.002
         assert len(ours.detect(frame)) == 1 and len(ours.detect(group)) == 2
+        assert len(ours.detect(far)) == model_selection  # a face only the full-range model sees
     finally:
         graph.close()
         ours.close()

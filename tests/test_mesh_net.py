@@ -316,6 +316,16 @@ def test_the_tracker_seeds_new_faces_follows_them_and_keeps_at_most_max_faces():
     assert [len(full.detect(frame)) for _ in range(CHECK_EVERY + 1)] == [1] * (CHECK_EVERY + 1)
     assert full._finder.calls == 1  # no look for newcomers with every place taken
 
+    far = _FakeFinder([left])  # a face only the full-range model sees
+    small = TrackingMeshDetector(runtime=runtime, finder=_FakeFinder([]), far_finder=far)
+    assert len(small.detect(frame)) == 1 and far.calls == 1
+    assert len(small.detect(frame)) == 1 and far.calls == 1  # followed: no look
+    assert TrackingMeshDetector(runtime=runtime, finder=_FakeFinder([]), far_finder=False).detect(frame) == []
+    near, far = _FakeFinder([]), _FakeFinder([])  # nobody there: the full-range model looks on frames 1, 5, 10
+    empty = TrackingMeshDetector(runtime=runtime, finder=near, far_finder=far)
+    assert [empty.detect(frame) for _ in range(2 * CHECK_EVERY)] == [[]] * (2 * CHECK_EVERY)
+    assert near.calls == 2 * CHECK_EVERY and far.calls == 3
+
     gone = _FakeRuntime(0.0, present=0.0)
     gone.mean_shape = gone.mesh
     assert TrackingMeshDetector(runtime=gone, finder=_FakeFinder([left])).detect(frame) == []  # the net sees no face

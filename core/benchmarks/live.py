@@ -5,6 +5,7 @@ live_frame_ms: a tracked webcam stream, as demo/live.py runs it (decode + LiveSe
 recognizer pass, AUs, smoothing). photo_frame_ms: the same webcam path with no tracking, the face at a new place
 in every frame and the session reset before each (LiveSession.reset): every frame is a stream's first, the
 short-range detector finds the face and the tracking mesh fits it from the detector's keypoints.
+empty_frame_ms: the webcam path on a frame without a face (the short-range and the full-range detector both look).
 photo_pipeline_ms: the photo pipeline uploaded photos and image files take (Recognizer.predict: full-range
 detection, MediaPipe's refined mesh on the face, alignment, recognizer, AUs) on those frames."""
 
@@ -81,6 +82,8 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
     untracked, untracked_cpu = _session_times(recognizer, moving, frames // 2, warmup,
                                               lambda rgb, faces, measured: measured and untracked_faces.append(len(faces)),
                                               fresh=True)
+    # nobody in front of the camera: both detectors look on every frame
+    empty = _session_times(recognizer, [np.full_like(frame, 90)], frames // 4, warmup)[0]
     photo, photo_cpu = [], []
     for i in range(warmup + frames // 2):
         faces, elapsed, cpu = _timed_cpu(recognizer.predict, moving[i % len(moving)])
@@ -92,6 +95,7 @@ def bench_live(frames: int = 200, warmup: int = 20) -> dict:
         "photo_frame_ms": stats(untracked),
         "photo_pipeline_ms": stats(photo),
         "photo_frame_faces_per_frame": float(np.mean(untracked_faces)),
+        "empty_frame_ms": stats(empty),
         # CPU time of the same frames: steadier than wall time on a loaded machine (no waiting for a core)
         "live_frame_cpu_ms": stats(live_cpu),
         "photo_frame_cpu_ms": stats(untracked_cpu),

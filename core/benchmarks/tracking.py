@@ -203,10 +203,11 @@ def first_frames(data: str, faces: int = 600) -> dict:
             "mesh-net_only": int((net & ~mp).sum()), "mediapipe_only": int((mp & ~net).sum())}
 
 
-def face_sizes(recognizer, heights=(70, 150, 190, 230, 300), places: int = 20) -> dict:
+def face_sizes(recognizer, heights=(100, 130, 150, 190, 230, 300), places: int = 20) -> dict:
     """grace_hopper.jpg at each photo height (its face about a third as wide), at `places` random places of a
-    640x480 frame: on how many frames the live path with nothing tracked reports the face, and the photo pipeline
-    (full-range detector; its median face box width)."""
+    640x480 frame: on how many frames the live path with nothing tracked reports the face, its landmark error against
+    the photo pipeline's mesh (median, of the eye-corner distance), and how many the photo pipeline finds (full-range
+    detector, MTCNN when it finds nothing; its median face box width)."""
     from core.benchmarks.common import moving_face_frames
     from core.face.detection import FaceDetector
 
@@ -214,14 +215,19 @@ def face_sizes(recognizer, heights=(70, 150, 190, 230, 300), places: int = 20) -
     out = {}
     for height in heights:
         frames = moving_face_frames(count=places, face_height=height, seed=height)
-        untracked = 0
-        for rgb in frames:
-            detector.reset()
-            untracked += bool(recognizer.predict(rgb, detector=detector))
         photo = [recognizer.predict(rgb) for rgb in frames]
-        boxes = [f[0].box for f in photo if f]
-        out[str(height)] = {"face_width_px": round(float(np.median([b[2] - b[0] for b in boxes])), 1) if boxes else None,
-                            "no_tracking": untracked, "photo_pipeline": sum(map(bool, photo)), "frames": places}
+        found, nme = 0, []
+        for rgb, ref in zip(frames, photo):
+            detector.reset()
+            faces = recognizer.predict(rgb, detector=detector)
+            found += bool(faces)
+            if faces and ref and ref[0].landmarks is not None and np.isfinite(ref[0].landmarks).all():
+                gold = ref[0].landmarks
+                nme.append(np.linalg.norm(faces[0].landmarks[:, :2] - gold[:, :2], axis=1).mean() / _ocular(gold))
+        widths = [f[0].box[2] - f[0].box[0] for f in photo if f]
+        out[str(height)] = {"face_width_px": round(float(np.median(widths)), 1) if widths else None,
+                            "no_tracking": found, "no_tracking_nme_median": round(float(np.median(nme)), 4) if nme else None,
+                            "photo_pipeline": len(widths), "frames": places}
     detector.close()
     return out
 

@@ -5,9 +5,9 @@ face_detection_short_range graph does them (its options, read from that graph, a
 letterboxed to the model's square input in [-1, 1], SSD anchors, boxes and six keypoints decoded, sigmoid
 scores, weighted non-maximum suppression. On the AVX2-only 2-core host MediaPipe's graph took 3.1-3.9 ms a
 640x480 frame where this takes 1.7-2.1 (`python -m core.bench live-options`); the detections agree with the
-graph's (tests/test_faces.py). The full-range model runs the same way (its options: input 192, one anchor a cell of
-stride 4, threshold 0.6; 5.7 against 11 ms), but the photo pipeline's mesh, whose crop follows the detection's
-box, moved by up to 2.5 px with it, so the photo path keeps MediaPipe's graphs.
+graph's (tests/test_faces.py). The full-range model runs the same way (FULL_RANGE; 5.7 against 11 ms there): the
+live tracker looks with it for faces too small for the short-range model; the photo pipeline keeps MediaPipe's graphs
+(its mesh, whose crop follows the detection's box, moved by up to 2.5 px with LiteRT's boxes).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class BlazeFaceModel:
 
 
 SHORT_RANGE = BlazeFaceModel("face_detection_short_range.tflite", 128, ((8, 2), (16, 6)), 0.5)  # 896 anchors
+FULL_RANGE = BlazeFaceModel("face_detection_full_range_sparse.tflite", 192, ((4, 1),), 0.6)  # 2,304 anchors
 NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3

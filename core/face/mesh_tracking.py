@@ -7,7 +7,8 @@ Here the tracking mesh (core/models/mesh_net.py) does all the fitting: each face
 frame's mesh put it, as the recognizer's 48-px grey crop, and the net re-fits the 478 points there (about
 0.7 ms). A face the net no longer sees centred, or whose fit will not settle, is dropped. The short-range
 detector looks on the first frame, on any frame that lost a face or has none, and every CHECK_EVERY frames
-(a face entered); a face it finds that nobody follows starts from its four keypoints (eyes, nose tip, mouth)
+(a face entered); when it sees nothing on a stream's first frame or every CHECK_EVERY frames, the full-range model
+looks too (faces 40-75 px wide of 640); a face it finds that nobody follows starts from its four keypoints (eyes, nose tip, mouth)
 placed on the net's mean shape, and the net's refits pull that rough crop onto the face. The AUs of every frame
 are the net's reading of the crop, so a face's AU track does not jump when the detector looks
 (`python -m core.bench tracking` measures them against MediaPipe's photo mesh).
@@ -118,12 +119,16 @@ class TrackingMeshDetector:
     """detect(rgb) of consecutive frames of one stream (not thread-safe: FaceDetector locks it and orders the
     faces)."""
 
-    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None, finder=None):
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None, finder=None, far_finder=None):
         from core import get_mesh_runtime
-        from core.face.blazeface import BlazeFace
+        from core.face.blazeface import FULL_RANGE, BlazeFace
 
         self.max_faces = max_faces
         self._finder = finder or BlazeFace(min_confidence=min_confidence)
+        # the full-range model, when the short-range one found nothing on a stream's first frame or every CHECK_EVERY:
+        # faces 40-75 px wide in 640x480, which the short-range model misses (`core.bench tracking` face_sizes);
+        # False: none
+        self._far_finder = BlazeFace(FULL_RANGE) if far_finder is None else far_finder
         self._runtime = runtime or get_mesh_runtime()
         self._mean_shape = self._runtime.mean_shape
         self._keypoints = np.array([self._mean_shape[list(points), :2].mean(axis=0) for points in KEYPOINT_MESH_POINTS],
@@ -132,9 +137,10 @@ class TrackingMeshDetector:
         self._frame = 0
 
     def close(self) -> None:
-        if self._finder is not None:
-            self._finder.close()
-        self._finder = None
+        for finder in (self._finder, self._far_finder):
+            if finder:
+                finder.close()
+        self._finder = self._far_finder = None
 
     def reset(self) -> None:
         """Forget the faces followed: the next frame is handled as a stream's first."""
@@ -157,8 +163,12 @@ class TrackingMeshDetector:
         """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's
         keypoints; those the net does not see centred (or whose fit will not settle) are left out."""
         boxes = [box_of(mesh) for mesh, _ in followed]
+        detections = self._finder.detect(rgb)
+        # (on a stream's first frame and every CHECK_EVERY: an empty frame costs the short-range look alone between)
+        if not detections and self._far_finder and (self._frame == 1 or self._frame % CHECK_EVERY == 0):
+            detections = self._far_finder.detect(rgb)
         seeds = []
-        for detection in self._finder.detect(rgb):
+        for detection in detections:
             keypoints = detection.keypoints[: len(KEYPOINT_MESH_POINTS)]
             if any(_inside(keypoints[2], box) for box in boxes):
                 continue  # (a face already followed: its nose tip is inside that face's box)
