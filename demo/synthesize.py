@@ -271,7 +271,7 @@ def build_synthesize_tab() -> dict:
         # the whole range the API takes; each source starts at the API's default (docs/photo_edit.md)
         guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.5, elem_id="synth-guidance",
                              label="semantic guidance: a recognizer's gradient pushes the face towards the requested "
-                                   f"expression (My face: on at {GUIDANCE:g} by default, about 10 ms an edit; New person: "
+                                   f"expression (My face: on at {GUIDANCE:g} by default, 10-20 ms an edit; New person: "
                                    "off by default)")
         appearance = gr.Slider(0, 1, value=APPEARANCE, step=0.1, elem_id="synth-appearance",
                                label="My face: the generator's creases, lids and mouth on top of the warp (0: only the "

@@ -219,6 +219,14 @@ def test_the_default_edit_is_guided_in_proportion_to_how_far_it_moves(editor, ph
         assert np.array_equal(editor.edit(photo, expression="anger").image, default)
 
 
+def test_guidance_takes_no_step_where_the_guide_reads_the_class_already(editor, photo, monkeypatch):
+    import core.synthesis.photo_edit as photo_edit
+
+    monkeypatch.setattr(photo_edit, "CONFIDENT", 0.0)  # any reading is confident enough
+    assert np.array_equal(editor.edit(photo, expression="anger").image,
+                          editor.edit(photo, expression="anger", guidance=0.0).image)
+
+
 def test_warp_only_aus_get_no_generator_change(editor, photo):
     """A slider edit of AU14 or AU12 alone is the warp alone: the generator's two draws share their condition, and
     its source draw is not moved by those AUs' motion (moving it left that motion in the difference, reversed)."""

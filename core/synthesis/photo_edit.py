@@ -25,7 +25,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.labels import AUS
-from core.synthesis.expression_policy import limit_mouth_opening, progress, target_distribution
+from core.synthesis.expression_policy import CONFIDENT, limit_mouth_opening, progress, target_distribution
 from core.synthesizer import NoFaceError
 
 MIN_FACE_PX = 40  # below this the mesh is unreliable and a 48-px appearance change would be coarse
@@ -353,16 +353,18 @@ class PhotoEditor:
             base = torch.as_tensor(crop, dtype=torch.float32, device=self.synth.device)[None, None] / 127.5 - 1
             z_target = self._guide(z_target, after, conds[1], base, before, strength,
                                    torch.tensor(goal, dtype=torch.float32), guidance)
-            with torch.no_grad():
-                after = self.synth._draw(z_target, conds[1])
+            if z_target is not None:
+                with torch.no_grad():
+                    after = self.synth._draw(z_target, conds[1])
         return ((after[0, 0] - before[0, 0]).detach().float().cpu().numpy() * 127.5).astype(np.float32)
 
     def _guide(self, z, drawn, cond, base, before, strength: float, goal, guidance: float):
         """Semantic guidance (SynFER) on the edited face itself: a few normalised gradient steps on the
         target draw's identity code, up the guide recognizer's log-probability of the requested expression
         for crop + strength * (G(z, target) - G(z, source)); `drawn` is G(z, target) drawn with its graph, so the
-        first step needs no draw of its own. Only the generator's change moves, so the
-        photo's own pixels, and the person, stay; G keeps the change face-like."""
+        first step needs no draw of its own. Only the generator's change moves, so the photo's own pixels, and
+        the person, stay; G keeps the change face-like. None when the guide already reads the requested expression
+        with probability CONFIDENT (no step: the edit reads already, and pushing further would exaggerate it)."""
         import torch
 
         net, r_cfg = self.guide_recognizer.net, self.guide_recognizer.config
@@ -379,7 +381,10 @@ class PhotoEditor:
             edited = (base + strength * (drawn - before)).clamp(-1, 1)
             x = ((edited + 1) / 2 - r_cfg.mean) / r_cfg.std
             logits, _ = net(torch.cat([x, x.flip(-1)]))  # the recognizer reads a crop and its mirror
-            score = (goal * torch.log_softmax(logits.float(), dim=1)).sum()
+            log_probs = torch.log_softmax(logits.float(), dim=1)
+            if not step and float((goal * log_probs.exp()).sum(dim=1).mean()) >= CONFIDENT:
+                return None
+            score = (goal * log_probs).sum()
             (grad,) = torch.autograd.grad(score, z)
             z = (z + guidance * 0.1 * grad / (grad.norm() + 1e-8)).detach().requires_grad_(True)
         return z.detach()
