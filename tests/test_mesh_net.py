@@ -146,8 +146,8 @@ def test_the_shipped_tracking_mesh_follows_a_gliding_face(recognizer):
     photo = face_photo(260)
     frames = [_place(photo, i / 10) for i in range(30)]
     reference = [recognizer.predict(f) for f in frames]
-    for fresh in (False, True):  # followed, and every frame fitted from the detector's keypoints (no tracking)
-        report = compare(frames, "mesh-net", reference, recognizer, fresh=fresh)
+    for reset_each_frame in (False, True):  # followed, and every frame fitted from the detector's keypoints (no tracking)
+        report = compare(frames, "mesh-net", reference, recognizer, reset_each_frame=reset_each_frame)
         assert report["missed"] == 0 and report["extra_faces"] == 0 and report["nme_p90"] < 0.05
         assert report["nme_median"] < 0.04 and report["au_abs_error_mean"] < 0.12
         assert report["label_agreement"] >= 0.9
@@ -198,8 +198,8 @@ def test_a_face_at_a_new_place_every_frame_is_fitted_on_that_frame(recognizer):
     tracker, seeded = detector._mesh, []
     find = tracker._find
 
-    def spy(rgb, followed):
-        found = find(rgb, followed)
+    def spy(rgb, followed, **options):
+        found = find(rgb, followed, **options)
         seeded.append(len(found))
         return found
 
@@ -320,7 +320,7 @@ def test_the_tracker_seeds_new_faces_follows_them_and_keeps_at_most_max_faces():
     small = TrackingMeshDetector(runtime=runtime, finder=_FakeFinder([]), far_finder=far)
     assert len(small.detect(frame)) == 1 and far.calls == 1
     assert len(small.detect(frame)) == 1 and far.calls == 1  # followed: no look
-    assert TrackingMeshDetector(runtime=runtime, finder=_FakeFinder([]), far_finder=False).detect(frame) == []
+    assert TrackingMeshDetector(runtime=runtime, finder=_FakeFinder([]), far_finder=_FakeFinder([])).detect(frame) == []
     near, far = _FakeFinder([]), _FakeFinder([])  # nobody there: the full-range model looks on frames 1, 5, 10
     empty = TrackingMeshDetector(runtime=runtime, finder=near, far_finder=far)
     assert [empty.detect(frame) for _ in range(2 * CHECK_EVERY)] == [[]] * (2 * CHECK_EVERY)

@@ -98,12 +98,17 @@ def _ocular(mesh: np.ndarray) -> float:
     return float(np.linalg.norm(mesh[33, :2] - mesh[263, :2]))
 
 
-def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer, fresh: bool = False) -> dict:
+def _nme(mesh: np.ndarray, gold: np.ndarray) -> float:
+    """Mean landmark distance from the reference mesh, in units of its eye-corner distance."""
+    return float(np.linalg.norm(mesh[:, :2] - gold[:, :2], axis=1).mean() / _ocular(gold))
+
+
+def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer, reset_each_frame: bool = False) -> dict:
     """One tracker over a clip against the reference faces (photo pipeline) of each frame: the AUs compared are
     those the live path shows (the tracking mesh reads its own; MediaPipe's are measured on its mesh). Landmarks
     and AUs are scored on the frames the tracker found the face in; the top class on every frame with a
     reference face (a miss disagrees); faces reported where the reference has none are counted.
-    fresh: the tracker forgets its faces before every frame (no tracking)."""
+    reset_each_frame: the tracker forgets its faces before every frame (no tracking)."""
     from core.face.aus import measure_aus
     from core.face.detection import FaceDetector
 
@@ -112,7 +117,7 @@ def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer,
     shown, on_mesh, gold_aus = [], [], []
     extra = 0
     for rgb, ref in zip(frames, reference):
-        if fresh:
+        if reset_each_frame:
             detector.reset()
         t0 = time.perf_counter()
         found = recognizer.predict(rgb, detector=detector)
@@ -126,7 +131,7 @@ def compare(frames: list[np.ndarray], tracker: str, reference: list, recognizer,
             continue
         face, gold = found[0], ref[0]
         kinds.append(face.detector)
-        nme.append(np.linalg.norm(face.landmarks[:, :2] - gold.landmarks[:, :2], axis=1).mean() / _ocular(gold.landmarks))
+        nme.append(_nme(face.landmarks, gold.landmarks))
         shown.append(list(face.aus.values()))
         on_mesh.append(measure_aus(face.landmarks))
         gold_aus.append(list(gold.aus.values()))
@@ -221,9 +226,8 @@ def face_sizes(recognizer, heights=(100, 130, 150, 190, 230, 300), places: int =
             detector.reset()
             faces = recognizer.predict(rgb, detector=detector)
             found += bool(faces)
-            if faces and ref and ref[0].landmarks is not None and np.isfinite(ref[0].landmarks).all():
-                gold = ref[0].landmarks
-                nme.append(np.linalg.norm(faces[0].landmarks[:, :2] - gold[:, :2], axis=1).mean() / _ocular(gold))
+            if faces and ref and np.isfinite(ref[0].landmarks).all():
+                nme.append(_nme(faces[0].landmarks, ref[0].landmarks))
         widths = [f[0].box[2] - f[0].box[0] for f in photo if f]
         out[str(height)] = {"face_width_px": round(float(np.median(widths)), 1) if widths else None,
                             "no_tracking": found, "no_tracking_nme_median": round(float(np.median(nme)), 4) if nme else None,
@@ -240,6 +244,6 @@ def bench_tracking(data: str) -> dict:
     for name, frames in clips(data).items():
         reference = [recognizer.predict(rgb) for rgb in frames]
         out[name] = {tracker: compare(frames, tracker, reference, recognizer) for tracker in ("mesh-net", "mediapipe")}
-        out[name]["mesh-net_no_tracking"] = compare(frames, "mesh-net", reference, recognizer, fresh=True)
+        out[name]["mesh-net_no_tracking"] = compare(frames, "mesh-net", reference, recognizer, reset_each_frame=True)
         out[name]["mediapipe_on_48px_crop"] = crop_ceiling(frames, reference)
     return out

@@ -121,14 +121,14 @@ class TrackingMeshDetector:
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, runtime=None, finder=None, far_finder=None):
         from core import get_mesh_runtime
-        from core.face.blazeface import FULL_RANGE, BlazeFace
+        from core.face.blazeface import BlazeFace
 
         self.max_faces = max_faces
         self._finder = finder or BlazeFace(min_confidence=min_confidence)
         # the full-range model, when the short-range one found nothing on a stream's first frame or every CHECK_EVERY:
         # faces 40-75 px wide in 640x480, which the short-range model misses (`core.bench tracking` face_sizes);
-        # False: none
-        self._far_finder = BlazeFace(FULL_RANGE) if far_finder is None else far_finder
+        # (built on its first look)
+        self._far_finder = far_finder
         self._runtime = runtime or get_mesh_runtime()
         self._mean_shape = self._runtime.mean_shape
         self._keypoints = np.array([self._mean_shape[list(points), :2].mean(axis=0) for points in KEYPOINT_MESH_POINTS],
@@ -152,20 +152,27 @@ class TrackingMeshDetector:
         if self._meshes:
             meshes, present, aus = follow(self._runtime, rgb, self._meshes)
             faces = [(mesh, au) for mesh, p, au in zip(meshes, present, aus) if p >= MIN_PRESENT]
-        look = self._frame % CHECK_EVERY == 0 and len(faces) < self.max_faces  # (for a newcomer)
+        checking = self._frame % CHECK_EVERY == 0
+        look = checking and len(faces) < self.max_faces  # (for a newcomer)
         if not faces or len(faces) < len(self._meshes) or look:
-            faces += self._find(rgb, faces)
+            # far: the full-range model may look too (when the short-range one sees nothing) on a stream's first
+            # frame and every CHECK_EVERY: an empty frame costs the short-range look alone between
+            faces += self._find(rgb, faces, far=self._frame == 1 or checking)
         faces = _distinct(faces)[: self.max_faces]
         self._meshes = [mesh for mesh, _ in faces]
         return [DetectedFace(box_of(mesh), mesh, 1.0, "mesh-net", au) for mesh, au in faces]
 
-    def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Faces the short-range detector sees that no followed face covers, fitted by the net from the detector's
+    def _find(self, rgb: np.ndarray, followed: list[tuple[np.ndarray, np.ndarray]], far: bool = False
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Faces the short-range detector (or, with `far`, when it sees none, the full-range one) sees that no followed face covers, fitted by the net from the detector's
         keypoints; those the net does not see centred (or whose fit will not settle) are left out."""
         boxes = [box_of(mesh) for mesh, _ in followed]
         detections = self._finder.detect(rgb)
-        # (on a stream's first frame and every CHECK_EVERY: an empty frame costs the short-range look alone between)
-        if not detections and self._far_finder and (self._frame == 1 or self._frame % CHECK_EVERY == 0):
+        if not detections and far:
+            if self._far_finder is None:
+                from core.face.blazeface import FULL_RANGE, BlazeFace
+
+                self._far_finder = BlazeFace(FULL_RANGE)
             detections = self._far_finder.detect(rgb)
         seeds = []
         for detection in detections:

@@ -369,22 +369,16 @@ class PhotoEditor:
 
         net, r_cfg = self.guide_recognizer.net, self.guide_recognizer.config
         goal = goal.to(base.device)[None]
-        with torch.enable_grad():
-            return self._guide_steps(net, r_cfg, z, drawn, cond, base, before, strength, goal, guidance)
-
-    def _guide_steps(self, net, r_cfg, z, drawn, cond, base, before, strength: float, goal, guidance: float):
-        import torch
-
-        for step in range(GUIDANCE_STEPS):
-            if step:
-                drawn = self.synth._draw(z, cond)
-            edited = (base + strength * (drawn - before)).clamp(-1, 1)
-            x = ((edited + 1) / 2 - r_cfg.mean) / r_cfg.std
-            logits, _ = net(torch.cat([x, x.flip(-1)]))  # the recognizer reads a crop and its mirror
-            log_probs = torch.log_softmax(logits.float(), dim=1)
-            if not step and float((goal * log_probs.exp()).sum(dim=1).mean()) >= CONFIDENT:
-                return None
-            score = (goal * log_probs).sum()
-            (grad,) = torch.autograd.grad(score, z)
-            z = (z + guidance * 0.1 * grad / (grad.norm() + 1e-8)).detach().requires_grad_(True)
+        with torch.enable_grad():  # (also when the caller is inside torch.no_grad())
+            for step in range(GUIDANCE_STEPS):
+                if step:
+                    drawn = self.synth._draw(z, cond)
+                edited = (base + strength * (drawn - before)).clamp(-1, 1)
+                x = ((edited + 1) / 2 - r_cfg.mean) / r_cfg.std
+                logits, _ = net(torch.cat([x, x.flip(-1)]))  # the recognizer reads a crop and its mirror
+                log_probs = torch.log_softmax(logits.float(), dim=1)
+                if not step and float((goal * log_probs.exp()).sum(dim=1).mean()) >= CONFIDENT:
+                    return None
+                (grad,) = torch.autograd.grad((goal * log_probs).sum(), z)
+                z = (z + guidance * 0.1 * grad / (grad.norm() + 1e-8)).detach().requires_grad_(True)
         return z.detach()
